@@ -1,0 +1,378 @@
+"""Jitted byte scanners for the ingest hot path (no input checks: see ``text.py``).
+
+The kernel prints each ftrace entry through ``trace_print_context()``
+(kernel/trace/trace_output.c): ``"%16s-%-7d "`` comm and pid, an optional
+``"(%7d) "`` TGID, ``"[%03d] "`` CPU, optional irq-info flags (4, 5 or more
+characters), the timestamp ``"%5lu.%06lu: "`` (or an integer counter for non-ns
+clocks) and then ``"event_name: "`` and the TP_printk text.  A ``<stack trace>``
+entry (``options/stacktrace`` or the ``stacktrace`` trigger) is its own entry on
+the same CPU and pid, followed by ``" => symbol"`` lines.
+
+The prefix is anchored on the ``[CPU]`` field, never on columns: comm may contain
+spaces, ``-``, ``:`` and ``[``.  Everything here works on a ``uint8`` view of the
+decompressed text plus line start/end offsets and writes into a flat ``int64``
+matrix ``out[line, column]`` whose columns are named by the ``C_*`` constants.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# line kinds
+K_EVENT = 0
+K_STACK = 1  # "<stack trace>" entry header
+K_FRAME = 2  # " => sym" line of a stack block
+K_COMMENT = 3  # "#..." header line
+K_BLANK = 4
+K_MARKER = 5  # "CPU:N [LOST M EVENTS]" and similar, parsed in Python
+K_USTACK = 6  # "<user stack trace>" entry header
+K_BAD = 7
+
+# columns of the scan matrix
+C_KIND = 0
+C_COMM_S = 1
+C_COMM_E = 2
+C_PID = 3
+C_TGID = 4  # -2 absent, -1 printed as "(-------)"
+C_CPU = 5
+C_FLG_S = 6
+C_FLG_E = 7
+C_SEC = 8
+C_FRAC = 9
+C_FDIG = 10  # number of fraction digits, -1 when the timestamp has no fraction
+C_EV_S = 11
+C_EV_E = 12
+C_REST_S = 13  # for K_FRAME: the symbol
+C_REST_E = 14
+C_ERR = 15  # for K_BAD: what was expected (an E_* code)
+NCOL = 16
+
+# K_BAD reasons
+E_PREFIX = 1  # no "comm-pid [cpu]" prefix
+E_TIMESTAMP = 2  # no "sec.frac:" timestamp after the CPU/flags
+E_EVENT = 3  # no "event_name:" after the timestamp
+
+_SP = 32
+_TAB = 9
+
+
+@njit(cache=True, inline="always")
+def _isdigit(c: int) -> bool:
+    return 48 <= c <= 57
+
+
+@njit(cache=True)
+def _prefix(buf, p, e, row):
+    """Parse "comm-pid (tgid) [cpu]" starting at p; return the index after ']' or -1."""
+    j = p
+    while j < e:
+        if buf[j] == 91 and j > p and buf[j - 1] == _SP:  # '['
+            k = j + 1
+            cpu = 0
+            while k < e and _isdigit(buf[k]):
+                cpu = cpu * 10 + (buf[k] - 48)
+                k += 1
+            if k > j + 1 and k < e and buf[k] == 93:  # ']'
+                q = j - 1
+                while q > p and buf[q] == _SP:
+                    q -= 1
+                tgid = -2
+                ok = True
+                if buf[q] == 41:  # ')': optional TGID column
+                    r = q - 1
+                    while r > p and buf[r] != 40:
+                        r -= 1
+                    if buf[r] != 40:
+                        ok = False
+                    else:
+                        t = r + 1
+                        while t < q and buf[t] == _SP:
+                            t += 1
+                        if t < q and buf[t] == 45:  # "(-------)"
+                            tgid = -1
+                        else:
+                            tgid = 0
+                            if t == q:
+                                ok = False
+                            while t < q:
+                                if not _isdigit(buf[t]):
+                                    ok = False
+                                    break
+                                tgid = tgid * 10 + (buf[t] - 48)
+                                t += 1
+                        q = r - 1
+                        while q > p and buf[q] == _SP:
+                            q -= 1
+                if ok:
+                    r = q
+                    while r >= p and _isdigit(buf[r]):
+                        r -= 1
+                    if r < q and r >= p and buf[r] == 45:  # '-' before the pid
+                        pid = 0
+                        for t in range(r + 1, q + 1):
+                            pid = pid * 10 + (buf[t] - 48)
+                        row[C_COMM_S] = p
+                        row[C_COMM_E] = r
+                        row[C_PID] = pid
+                        row[C_TGID] = tgid
+                        row[C_CPU] = cpu
+                        return k + 1
+        j += 1
+    return -1
+
+
+@njit(cache=True)
+def _timestamp(buf, a, b, row):
+    """Parse "sec[.frac]:" in buf[a:b] (b is one past the ':'); True when it is one."""
+    if b - a < 2 or buf[b - 1] != 58:
+        return False
+    sec = 0
+    k = a
+    nd = 0
+    while k < b - 1 and _isdigit(buf[k]):
+        if nd >= 18:
+            return False
+        sec = sec * 10 + (buf[k] - 48)
+        k += 1
+        nd += 1
+    if nd == 0:
+        return False
+    frac = 0
+    fdig = -1
+    if buf[k] == 46:  # '.'
+        k += 1
+        fdig = 0
+        while k < b - 1 and _isdigit(buf[k]):
+            if fdig >= 9:
+                return False
+            frac = frac * 10 + (buf[k] - 48)
+            k += 1
+            fdig += 1
+        if fdig == 0:
+            return False
+    if k != b - 1:
+        return False
+    row[C_SEC] = sec
+    row[C_FRAC] = frac
+    row[C_FDIG] = fdig
+    return True
+
+
+@njit(cache=True)
+def _token_end(buf, a, e):
+    while a < e and buf[a] != _SP and buf[a] != _TAB:
+        a += 1
+    return a
+
+
+@njit(cache=True)
+def _skip_spaces(buf, a, e):
+    while a < e and (buf[a] == _SP or buf[a] == _TAB):
+        a += 1
+    return a
+
+
+@njit(cache=True)
+def _is_stack_name(buf, a, e, user):
+    name = b"<user stack trace>" if user else b"<stack trace>"
+    n = len(name)
+    if e - a < n:
+        return False
+    for t in range(n):
+        if buf[a + t] != name[t]:
+            return False
+    k = _skip_spaces(buf, a + n, e)
+    return k == e
+
+
+@njit(cache=True)
+def scan_lines(buf, starts, ends, out):
+    """Classify every line and cut event lines into their prefix fields."""
+    for i in range(starts.shape[0]):
+        row = out[i]
+        for c in range(NCOL):
+            row[c] = 0
+        s = starts[i]
+        e = ends[i]
+        if e > s and buf[e - 1] == 13:  # CRLF
+            e -= 1
+        p = _skip_spaces(buf, s, e)
+        if p == e:
+            row[C_KIND] = K_BLANK
+            continue
+        c = buf[p]
+        if c == 35:  # '#'
+            row[C_KIND] = K_COMMENT
+            continue
+        if c == 61 and p + 1 < e and buf[p + 1] == 62:  # "=>"
+            a = _skip_spaces(buf, p + 2, e)
+            b = a
+            while b < e and buf[b] != _SP and buf[b] != 43:  # up to ' ' or '+' (sym+off/size)
+                b += 1
+            row[C_KIND] = K_FRAME
+            row[C_REST_S] = a
+            row[C_REST_E] = b
+            continue
+        if e - p >= 4 and buf[p] == 67 and buf[p + 1] == 80 and buf[p + 2] == 85 and buf[p + 3] == 58:  # "CPU:"
+            row[C_KIND] = K_MARKER
+            continue
+        k = _prefix(buf, p, e, row)
+        if k < 0:
+            row[C_KIND] = K_BAD
+            row[C_ERR] = E_PREFIX
+            continue
+        a = _skip_spaces(buf, k, e)
+        b = _token_end(buf, a, e)
+        if not _timestamp(buf, a, b, row):
+            row[C_FLG_S] = a
+            row[C_FLG_E] = b
+            a = _skip_spaces(buf, b, e)
+            b = _token_end(buf, a, e)
+            if not _timestamp(buf, a, b, row):
+                row[C_KIND] = K_BAD
+                row[C_ERR] = E_TIMESTAMP
+                continue
+        a = _skip_spaces(buf, b, e)
+        if _is_stack_name(buf, a, e, False):
+            row[C_KIND] = K_STACK
+            continue
+        if _is_stack_name(buf, a, e, True):
+            row[C_KIND] = K_USTACK
+            continue
+        n = a
+        while n < e and buf[n] != 58 and buf[n] != _SP:
+            n += 1
+        if n == a or n == e or buf[n] != 58:
+            row[C_KIND] = K_BAD
+            row[C_ERR] = E_EVENT
+            continue
+        row[C_KIND] = K_EVENT
+        row[C_EV_S] = a
+        row[C_EV_E] = n
+        r = n + 1
+        if r < e and buf[r] == _SP:
+            r += 1
+        row[C_REST_S] = r
+        row[C_REST_E] = e
+
+
+# value kinds of the key=value field scanner
+V_PTR = 0  # %p: skipped, but "(null)" / all zeros marks a NULL page
+V_INT = 1  # %d, %u, %lu, 0x%lx
+V_STR = 2  # %s without spaces (gfp flag strings)
+
+
+@njit(cache=True)
+def scan_fields(buf, rows, rest_s, rest_e, keys, key_offs, kinds, vals, str_s, str_e, isnull, err):
+    """Parse "k1=v1 k2=v2 ..." in the kernel's TP_printk order for each row.
+
+    ``err[r]`` is -1 on success, else the index of the first key that did not fit
+    (``len(kinds)`` when unexpected text follows the last field).
+    """
+    nk = kinds.shape[0]
+    for r in range(rows.shape[0]):
+        i = rows[r]
+        p = rest_s[i]
+        e = rest_e[i]
+        while e > p and (buf[e - 1] == _SP or buf[e - 1] == _TAB):
+            e -= 1
+        err[r] = -1
+        isnull[r] = False
+        for k in range(nk):
+            ks = key_offs[k]
+            kl = key_offs[k + 1] - ks
+            if k > 0:
+                if p >= e or buf[p] != _SP:
+                    err[r] = k
+                    break
+                p += 1
+            if p + kl + 1 > e:
+                err[r] = k
+                break
+            same = True
+            for t in range(kl):
+                if buf[p + t] != keys[ks + t]:
+                    same = False
+                    break
+            if not same or buf[p + kl] != 61:  # '='
+                err[r] = k
+                break
+            p += kl + 1
+            kind = kinds[k]
+            if kind == V_PTR:
+                a = _skip_spaces(buf, p, e)
+                b = _token_end(buf, a, e)
+                if b == a:
+                    err[r] = k
+                    break
+                allzero = True
+                for t in range(a, b):
+                    if buf[t] != 48:
+                        allzero = False
+                        break
+                if (b - a == 6 and buf[a] == 40 and buf[a + 1] == 110) or allzero:  # "(null)" or 000...
+                    isnull[r] = True
+                p = b
+            elif kind == V_INT:
+                neg = False
+                if p < e and buf[p] == 45:
+                    neg = True
+                    p += 1
+                v = 0
+                nd = 0
+                if p + 1 < e and buf[p] == 48 and (buf[p + 1] == 120 or buf[p + 1] == 88):  # 0x
+                    p += 2
+                    while p < e:
+                        c = buf[p]
+                        if 48 <= c <= 57:
+                            d = c - 48
+                        elif 97 <= c <= 102:
+                            d = c - 87
+                        elif 65 <= c <= 70:
+                            d = c - 55
+                        else:
+                            break
+                        v = v * 16 + d
+                        nd += 1
+                        p += 1
+                    if nd > 16:
+                        nd = 0
+                else:
+                    while p < e and _isdigit(buf[p]):
+                        v = v * 10 + (buf[p] - 48)
+                        nd += 1
+                        p += 1
+                    if nd > 19:
+                        nd = 0
+                if nd == 0 or (p < e and buf[p] != _SP):
+                    err[r] = k
+                    break
+                vals[r, k] = -v if neg else v
+            else:
+                b = _token_end(buf, p, e)
+                if b == p:
+                    err[r] = k
+                    break
+                str_s[r] = p
+                str_e[r] = b
+                p = b
+        if err[r] == -1 and p != e:
+            err[r] = nk
+
+
+@njit(cache=True)
+def gather(buf, s, e):
+    """Copy the byte slices buf[s[i]:e[i]] into one buffer; return (data, offsets) for an Arrow array."""
+    n = s.shape[0]
+    offs = np.empty(n + 1, np.int64)
+    offs[0] = 0
+    for i in range(n):
+        offs[i + 1] = offs[i] + (e[i] - s[i])
+    data = np.empty(offs[n], np.uint8)
+    for i in range(n):
+        a = s[i]
+        o = offs[i]
+        for t in range(e[i] - a):
+            data[o + t] = buf[a + t]
+    return data, offs

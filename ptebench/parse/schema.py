@@ -1,0 +1,108 @@
+"""The Parquet layout: run tables, the final events schema and the ``ptebench`` metadata.
+
+One Parquet file per trace.  Its schema-level metadata holds one key, ``ptebench``,
+whose value is versioned JSON (:data:`FORMAT_VERSION`), and ``ptebench.stacks``,
+the deduplicated stack table as a zstd-compressed Arrow IPC stream.  Readers check
+``format_version`` and refuse files from a newer ptebench.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ptebench.errors import PtebenchError
+from ptebench.parse.events import BOOL_COLUMNS, INT_COLUMNS, SCHEMA
+from ptebench.parse.gfp import GFP_TABLE_ID, gfp_mask
+
+FORMAT_VERSION = 1
+META_KEY = b"ptebench"
+STACKS_KEY = b"ptebench.stacks"
+
+DICT_COLUMNS = ("comm", "lat_flags", "event", "gfp")
+NULL_INT = np.iinfo(np.int64).min
+
+#: the spill format: dictionary columns as int32 codes into the parser's interners
+RUN_SCHEMA = pa.schema(
+    [
+        pa.field(f.name, pa.int32()) if f.name in DICT_COLUMNS else f
+        for f in SCHEMA
+        if f.name != "gfp_mask"
+    ]
+)
+
+
+def run_table(cols: dict[str, Any]) -> pa.Table:
+    """A chunk's column dict (numpy with sentinels) -> a RUN_SCHEMA table with real nulls."""
+    arrays = []
+    for f in RUN_SCHEMA:
+        v = cols[f.name]
+        if isinstance(v, pa.Array):
+            arrays.append(v)
+        elif f.name in INT_COLUMNS:
+            arrays.append(pa.array(v, type=f.type, mask=v == NULL_INT) if (v == NULL_INT).any() else
+                          pa.array(v.astype(f.type.to_pandas_dtype()), type=f.type))
+        elif f.name in (*BOOL_COLUMNS, "failed"):
+            arrays.append(pa.array(v == 1, type=pa.bool_(), mask=v < 0))
+        elif f.name in (*DICT_COLUMNS, "tgid", "stack_id"):
+            arrays.append(pa.array(v, type=f.type, mask=v < 0))
+        else:
+            arrays.append(pa.array(v, type=f.type))
+    return pa.Table.from_arrays(arrays, schema=RUN_SCHEMA)
+
+
+class Finisher:
+    """Turn merged run batches into final SCHEMA batches: dictionaries, gfp masks, late stack ids."""
+
+    def __init__(self, dictionaries: dict[str, list[str]], patches: list[tuple[int, int]]) -> None:
+        self.dicts = {k: pa.array(v, type=pa.string()) for k, v in dictionaries.items()}
+        masks = [gfp_mask(s) for s in dictionaries["gfp"]]
+        self.gfp_masks = pa.array(masks, type=pa.uint64())
+        patches = sorted(patches)
+        self.patch_seq = np.array([p[0] for p in patches], dtype=np.int64)
+        self.patch_sid = np.array([p[1] for p in patches], dtype=np.int32)
+
+    def finish(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        cols = dict(zip(batch.schema.names, batch.columns, strict=True))
+        for name in DICT_COLUMNS:
+            cols[name] = pa.DictionaryArray.from_arrays(cols[name], self.dicts[name])
+        cols["gfp_mask"] = self.gfp_masks.take(cols["gfp"].indices)
+        if len(self.patch_seq):
+            seq = cols["seq"].to_numpy()
+            pos = np.searchsorted(self.patch_seq, seq)
+            pos = np.minimum(pos, len(self.patch_seq) - 1)
+            hit = self.patch_seq[pos] == seq
+            if hit.any():
+                sid = cols["stack_id"].fill_null(-1).to_numpy(zero_copy_only=False).copy()
+                sid[hit] = self.patch_sid[pos[hit]]
+                cols["stack_id"] = pa.array(sid, type=pa.int32(), mask=sid < 0)
+        return pa.RecordBatch.from_arrays([cols[f.name] for f in SCHEMA], schema=SCHEMA)
+
+
+def build_metadata(**fields: Any) -> dict[str, Any]:
+    from ptebench._version import __version__
+
+    return {
+        "format_version": FORMAT_VERSION,
+        "ptebench_version": __version__,
+        "time_unit": "ns",
+        "gfp_table": GFP_TABLE_ID,
+        "migratetype_table": "linux-4.4+",
+        **fields,
+    }
+
+
+def read_metadata(schema: pa.Schema, path: str) -> dict[str, Any]:
+    meta = schema.metadata or {}
+    if META_KEY not in meta:
+        raise PtebenchError("not a ptebench trace file (no 'ptebench' metadata key)", file=path,
+                            expected="a Parquet file written by 'ptebench ingest'")
+    doc = json.loads(meta[META_KEY])
+    version = doc.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise PtebenchError(f"trace file format_version {version!r} is newer than this ptebench reads",
+                            file=path, expected=f"format_version <= {FORMAT_VERSION}")
+    return doc
