@@ -12,6 +12,9 @@ The prefix is anchored on the ``[CPU]`` field, never on columns: comm may contai
 spaces, ``-``, ``:`` and ``[``.  Everything here works on a ``uint8`` view of the
 decompressed text plus line start/end offsets and writes into a flat ``int64``
 matrix ``out[line, column]`` whose columns are named by the ``C_*`` constants.
+
+Bytes are widened with ``int()`` before arithmetic: numba promotes uint8 to int64 by
+itself, but with ``NUMBA_DISABLE_JIT=1`` numpy keeps uint8 and would wrap around.
 """
 
 from __future__ import annotations
@@ -63,15 +66,15 @@ def _isdigit(c: int) -> bool:
 
 
 @njit(cache=True)
-def _prefix(buf, p, e, row):
-    """Parse "comm-pid (tgid) [cpu]" starting at p; return the index after ']' or -1."""
-    j = p
+def _prefix(buf, p, e, row, j):
+    """Parse "comm-pid (tgid) [cpu]" for a line starting at p, trying '[' from j on;
+    return the index after ']' or -1."""
     while j < e:
         if buf[j] == 91 and j > p and buf[j - 1] == _SP:  # '['
             k = j + 1
             cpu = 0
             while k < e and _isdigit(buf[k]):
-                cpu = cpu * 10 + (buf[k] - 48)
+                cpu = cpu * 10 + (int(buf[k]) - 48)
                 k += 1
             if k > j + 1 and k < e and buf[k] == 93:  # ']'
                 q = j - 1
@@ -99,7 +102,7 @@ def _prefix(buf, p, e, row):
                                 if not _isdigit(buf[t]):
                                     ok = False
                                     break
-                                tgid = tgid * 10 + (buf[t] - 48)
+                                tgid = tgid * 10 + (int(buf[t]) - 48)
                                 t += 1
                         q = r - 1
                         while q > p and buf[q] == _SP:
@@ -111,7 +114,7 @@ def _prefix(buf, p, e, row):
                     if r < q and r >= p and buf[r] == 45:  # '-' before the pid
                         pid = 0
                         for t in range(r + 1, q + 1):
-                            pid = pid * 10 + (buf[t] - 48)
+                            pid = pid * 10 + (int(buf[t]) - 48)
                         row[C_COMM_S] = p
                         row[C_COMM_E] = r
                         row[C_PID] = pid
@@ -133,7 +136,7 @@ def _timestamp(buf, a, b, row):
     while k < b - 1 and _isdigit(buf[k]):
         if nd >= 18:
             return False
-        sec = sec * 10 + (buf[k] - 48)
+        sec = sec * 10 + (int(buf[k]) - 48)
         k += 1
         nd += 1
     if nd == 0:
@@ -146,7 +149,7 @@ def _timestamp(buf, a, b, row):
         while k < b - 1 and _isdigit(buf[k]):
             if fdig >= 9:
                 return False
-            frac = frac * 10 + (buf[k] - 48)
+            frac = frac * 10 + (int(buf[k]) - 48)
             k += 1
             fdig += 1
         if fdig == 0:
@@ -171,6 +174,24 @@ def _skip_spaces(buf, a, e):
     while a < e and (buf[a] == _SP or buf[a] == _TAB):
         a += 1
     return a
+
+
+@njit(cache=True)
+def _flags_timestamp(buf, k, e, row):
+    """After "[cpu]": optional irq-info flags, then "sec[.frac]:"; index after it or -1."""
+    row[C_FLG_S] = 0
+    row[C_FLG_E] = 0
+    a = _skip_spaces(buf, k, e)
+    b = _token_end(buf, a, e)
+    if _timestamp(buf, a, b, row):
+        return b
+    row[C_FLG_S] = a
+    row[C_FLG_E] = b
+    a = _skip_spaces(buf, b, e)
+    b = _token_end(buf, a, e)
+    if _timestamp(buf, a, b, row):
+        return b
+    return -1
 
 
 @njit(cache=True)
@@ -217,22 +238,23 @@ def scan_lines(buf, starts, ends, out):
         if e - p >= 4 and buf[p] == 67 and buf[p + 1] == 80 and buf[p + 2] == 85 and buf[p + 3] == 58:  # "CPU:"
             row[C_KIND] = K_MARKER
             continue
-        k = _prefix(buf, p, e, row)
-        if k < 0:
+        # a comm may itself contain "-12 [3]": try each "[cpu]" until a timestamp follows
+        b = -1
+        err = E_PREFIX
+        j = p
+        while True:
+            k = _prefix(buf, p, e, row, j)
+            if k < 0:
+                break
+            err = E_TIMESTAMP
+            b = _flags_timestamp(buf, k, e, row)
+            if b >= 0:
+                break
+            j = k
+        if b < 0:
             row[C_KIND] = K_BAD
-            row[C_ERR] = E_PREFIX
+            row[C_ERR] = err
             continue
-        a = _skip_spaces(buf, k, e)
-        b = _token_end(buf, a, e)
-        if not _timestamp(buf, a, b, row):
-            row[C_FLG_S] = a
-            row[C_FLG_E] = b
-            a = _skip_spaces(buf, b, e)
-            b = _token_end(buf, a, e)
-            if not _timestamp(buf, a, b, row):
-                row[C_KIND] = K_BAD
-                row[C_ERR] = E_TIMESTAMP
-                continue
         a = _skip_spaces(buf, b, e)
         if _is_stack_name(buf, a, e, False):
             row[C_KIND] = K_STACK
@@ -324,7 +346,7 @@ def scan_fields(buf, rows, rest_s, rest_e, keys, key_offs, kinds, vals, str_s, s
                 if p + 1 < e and buf[p] == 48 and (buf[p + 1] == 120 or buf[p + 1] == 88):  # 0x
                     p += 2
                     while p < e:
-                        c = buf[p]
+                        c = int(buf[p])
                         if 48 <= c <= 57:
                             d = c - 48
                         elif 97 <= c <= 102:
@@ -340,7 +362,7 @@ def scan_fields(buf, rows, rest_s, rest_e, keys, key_offs, kinds, vals, str_s, s
                         nd = 0
                 else:
                     while p < e and _isdigit(buf[p]):
-                        v = v * 10 + (buf[p] - 48)
+                        v = v * 10 + (int(buf[p]) - 48)
                         nd += 1
                         p += 1
                     if nd > 19:

@@ -41,11 +41,11 @@ class _Hashing:
 
     def read(self, n: int = -1) -> bytes:
         if self.head:
-            data, self.head = self.head, b""
-            if n < 0:
-                data += self.raw.read()
-            elif len(data) < n:
-                data += self.raw.read(n - len(data))
+            if 0 <= n < len(self.head):
+                data, self.head = self.head[:n], self.head[n:]
+            else:
+                data, self.head = self.head, b""
+                data += self.raw.read() if n < 0 else self.raw.read(n - len(data))
         else:
             data = self.raw.read(n)
         self.sha.update(data)

@@ -176,6 +176,7 @@ class TextParser:
                     "kind": kind_name, "cpu": int(m.group(1)), "count": int(count) if count else None,
                     "src": self.src, "line": line, "after_ts_ns": self.last_ts, "after_seq": self.seq - 1,
                 })
+                self._chunk_losses.append((len(self.stats.losses) - 1, int(i)))
                 continue
             if k == S.K_MARKER:
                 self._bad_line(data, starts, ends, int(i), "unknown marker line",
@@ -191,6 +192,7 @@ class TextParser:
                                               "src": self.src, "line": line, "after_ts_ns": None, "after_seq": None})
 
     def _events(self, data, buf, out, starts, ends) -> dict[str, np.ndarray | pa.Array] | None:
+        self._chunk_losses: list[tuple[int, int]] = []
         self._rare_lines(data, out, starts, ends)
         kind = out[:, S.C_KIND]
         ev_lines = np.flatnonzero(kind == S.K_EVENT)
@@ -239,6 +241,11 @@ class TextParser:
         if n == 0:
             return None
         self.seen_event_in_source = True
+        for li, local in self._chunk_losses:  # position: the last event before the marker line
+            k = int(np.searchsorted(ev_lines, local)) - 1
+            if k >= 0:
+                self.stats.losses[li]["after_ts_ns"] = int(ts[k])
+                self.stats.losses[li]["after_seq"] = int(seq[k])
         cpu = rows[:, S.C_CPU]
         self._count_inversions(cpu, ts)
         self.last_ts = int(ts[-1])
