@@ -29,6 +29,7 @@ _POW10 = np.array([10**k for k in range(10)], dtype=np.int64)
 _LOST_RE = re.compile(r"^CPU:(\d+) \[LOST (?:(\d+) )?EVENTS\]\s*$")
 _DROPPED_RE = re.compile(r"^CPU:(\d+) \[(?:(\d+) )?EVENTS DROPPED\]\s*$")
 _STARTED_RE = re.compile(r"^#{5} CPU (\d+) buffer started #{4}\s*$")
+_LOSS_MARKERS = (("lost", _LOST_RE), ("dropped", _DROPPED_RE), ("buffer_started", _STARTED_RE))
 _ENTRIES_RE = re.compile(r"^# entries-in-buffer/entries-written: (\d+)/(\d+)\s+#P:(\d+)")
 
 _EXPECT_PREFIX = {
@@ -91,12 +92,10 @@ class TextParser:
         self.src = 0
         self.file = ""
         self.line0 = 0  # lines of the current source consumed so far
-        self.seen_event_in_source = False
 
     # ------------------------------------------------------------------ per source
     def start_source(self, src: int, name: str) -> None:
         self.src, self.file, self.line0 = src, name, 0
-        self.seen_event_in_source = False
 
     def _fail(self, line: int, text: str, message: str, expected: str) -> None:
         raise PtebenchError(message, file=self.file, line=line, text=text, expected=expected)
@@ -167,11 +166,9 @@ class TextParser:
                                "malformed_line")
                 out[i, S.C_KIND] = S.K_BLANK
                 continue
-            m = _LOST_RE.match(text) or _DROPPED_RE.match(text) or _STARTED_RE.match(text)
+            kind_name, m = next(((name, m) for name, rx in _LOSS_MARKERS if (m := rx.match(text))), ("", None))
             if m:
-                kind_name = "lost" if text.startswith("CPU:") and "LOST" in text else (
-                    "dropped" if text.startswith("CPU:") else "buffer_started")
-                count = m.group(2) if m.re is not _STARTED_RE and m.group(2) else None
+                count = m.group(2) if m.re.groups > 1 else None
                 self.stats.losses.append({
                     "kind": kind_name, "cpu": int(m.group(1)), "count": int(count) if count else None,
                     "src": self.src, "line": line, "after_ts_ns": self.last_ts, "after_seq": self.seq - 1,
@@ -240,7 +237,6 @@ class TextParser:
             n = len(idx)
         if n == 0:
             return None
-        self.seen_event_in_source = True
         for li, local in self._chunk_losses:  # position: the last event before the marker line
             k = int(np.searchsorted(ev_lines, local)) - 1
             if k >= 0:
@@ -416,21 +412,23 @@ class TextParser:
                 self.probe_code.setdefault(m.group(1).decode(), code)
 
     def _carry_out(self, out, ev_lines, seq, stack_id, ev_code) -> None:
-        """Remember the last event per (CPU, pid) and per (CPU, pid, event) for the next chunk."""
+        """Remember the last event per (CPU, pid) and per (CPU, pid, event) for the next chunk.
+
+        Both views of one event share one record, so a stack attached through either marks it.
+        """
         if len(ev_lines) == 0:
             return
         key = (out[ev_lines, S.C_CPU] << 32) | out[ev_lines, S.C_PID]
+        ncodes = len(self.names["event"].values)
+        records: dict[int, list[int]] = {}
+
+        def record(i: int) -> list[int]:
+            return records.setdefault(i, [int(seq[i]), int(stack_id[i] >= 0), int(ev_code[i])])
+
         for k, i in self._last_index(key).items():
-            entry = [int(seq[i]), int(stack_id[i] >= 0), int(ev_code[i])]
-            self.last_event[(k, None)] = entry
-        both = key * 4096 + ev_code  # event codes stay far below 4096 in any real trace
-        for kc, i in self._last_index(both).items():
-            self.last_event[(kc // 4096, kc % 4096)] = [int(seq[i]), int(stack_id[i] >= 0), int(ev_code[i])]
-        for entry_key in [k for k in self.last_event if k[1] is None]:
-            plain = self.last_event[entry_key]
-            named = self.last_event.get((entry_key[0], plain[2]))
-            if named is not None and named[0] == plain[0]:
-                self.last_event[entry_key] = named  # one shared record: a stack marks both views
+            self.last_event[(k, None)] = record(i)
+        for kc, i in self._last_index(key * ncodes + ev_code).items():
+            self.last_event[(kc // ncodes, kc % ncodes)] = record(i)
 
     @staticmethod
     def _last_index(key: np.ndarray) -> dict[int, int]:
