@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 
 replay: $(STAMP)
 	$(BIN)/ptebench ingest $(TRACE) -o $(OUT)
-	$(BIN)/ptebench info $(OUT)
+	$(BIN)/ptebench replay $(OUT) --variant none --mode faithful --json results/mixed_small.json \
+		--splits results/mixed_small.splits.parquet
 
 test: $(STAMP)
 	$(BIN)/ruff check ptebench tests

@@ -53,7 +53,7 @@ def frame_table(df: pd.DataFrame, title: str, *, index: bool = False) -> Table:
         numeric = pd.api.types.is_numeric_dtype(frame[col])
         table.add_column(str(col), justify="right" if numeric else "left")
     for row in frame.itertuples(index=False):
-        table.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row])
+        table.add_row(*["" if v is pd.NA else f"{v:,}" if isinstance(v, int) else str(v) for v in row])
     return table
 
 
@@ -119,6 +119,10 @@ def info_cmd(
                  "dump_2M_regions_on_4K": "2M on 4K"}
         console.print(frame_table(counters.rename(columns=short),
                                   "kernel counters from the capture bundle (DirectMap from the dump walk)"))
+
+
+# replay and validate live in their own module; importing it registers them on ``app``
+from ptebench import cli_replay  # noqa: E402,F401
 
 
 def main() -> None:

@@ -1,0 +1,359 @@
+"""Faithful replay: every page stays where the kernel put it; splits come only from the CPA model.
+
+For each event of the stream (in chunks, with persistent state):
+
+- a consumer with direct-map actions (``consumers.toml``: secretmem) applies them at the
+  pfns of its allocation and of its frees (found by the pairing);
+- ``set_direct_map_*_noflush`` kprobes apply their change at the page they name, unless
+  the page belongs to a live allocation whose consumer already made that change (then the
+  kprobe only confirms it): this covers module and vmalloc pages, which the trace never
+  shows being allocated;
+- ``set_memory_*`` kprobes apply the change the kernel makes to the direct map
+  (arch/x86/mm/pat/set_memory.c): on a direct-map address, the change itself; on a
+  kernel-image or module address, the direct-map alias (``cpa_process_alias()``), which is
+  skipped for NX-only changes (``checkalias`` is off for ``_PAGE_NX``).  Module pages come
+  from the area binding (``areas.py``).
+- the page-table allocations under ``__change_page_attr_set_clr`` are *witnesses*: each is
+  bound to a split the model made in the same CPA call (``witness_bound``); a witness in a
+  call the model could place but did not split is ``witness_unexplained``; a witness in a
+  call on an address whose pages the trace never reveals (a module never unloaded, a
+  set_memory_* call with no kprobe, the kernel image's own high mapping) is counted as a
+  split of unknown region (``witness_driven``) so that counts still match the kernel.
+  Two such witnesses in one call at the same depth are a level-3 then a level-2 split.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ptebench.engine import addresses as A
+from ptebench.engine.areas import AreaBinding
+from ptebench.engine.consumers import Consumers
+from ptebench.engine.pairing import Pairing
+from ptebench.engine.stream import CPA_APIS, K_ALLOC, K_CPA, K_DM_DEFAULT, K_DM_INVALID, K_FREE, K_FREE_BATCHED, Chunk
+from ptebench.sim import directmap as D
+from ptebench.sim.dmap import DirectMap, Ops
+
+#: kprobe API -> (set, clr) on the direct map, and whether cpa_process_alias() runs for it
+CPA_MASKS = {
+    "set_memory_ro": (0, D.ATTR_RW, True), "set_memory_rw": (D.ATTR_RW, 0, True),
+    "set_memory_x": (0, D.ATTR_NX, False), "set_memory_nx": (D.ATTR_NX, 0, False),
+    "set_memory_np": (0, D.ATTR_P, True), "set_memory_4k": (0, 0, True),
+    "set_memory_rox": (0, D.ATTR_RW, True),
+}
+DM_MASKS = {K_DM_INVALID: (0, D.ATTR_P | D.ATTR_RW), K_DM_DEFAULT: (D.ATTR_P | D.ATTR_RW, 0)}
+DM_API = {K_DM_INVALID: "set_direct_map_invalid_noflush", K_DM_DEFAULT: "set_direct_map_default_noflush"}
+#: frames that name the API a CPA call entered by (innermost match wins)
+ENTRY_APIS = tuple(CPA_APIS) + ("set_direct_map_invalid_noflush", "set_direct_map_default_noflush",
+                                "set_pages_array_wb", "set_pages_ro", "set_pages_rw", "set_memory_encrypted",
+                                "set_memory_decrypted", "set_memory_uc", "set_memory_wb", "set_memory_wc")
+CPA_FRAME = "__change_page_attr_set_clr"
+
+
+@dataclass
+class Options:
+    use_kprobes: bool = True
+    running_from_ns: int | None = None  # None: running throughout
+
+
+@dataclass
+class SplitRecord:
+    event: int  # global index of the event that caused the CPA call
+    ts_ns: int
+    line: int
+    pfn: int  # base pfn of the region, -1 for witness_driven
+    level: int  # 2: a 2M leaf, 3: a 1G leaf
+    kind: str  # split / collapse
+    source: str  # consumer / kprobe / witness_driven
+    consumer: str
+    stack: int
+    running: bool
+    witness: int = -1  # global index of the bound witness
+    group: tuple = ()  # witness_driven: the CPA call it belongs to
+
+
+@dataclass
+class WitnessState:
+    bound: int = 0
+    unexplained: int = 0
+    driven: int = 0
+    driven_running_l2: int = 0
+    driven_running_l3: int = 0
+    driven_l2: int = 0
+    driven_l3: int = 0
+    unexplained_events: list[int] = field(default_factory=list)
+
+
+class FaithfulEngine:
+    def __init__(self, dmap: DirectMap, consumers: Consumers, stack_index, amap: A.AddressMap,
+                 binding: AreaBinding, options: Options) -> None:
+        self.dmap = dmap
+        self.consumers = consumers
+        self.amap = amap
+        self.binding = binding
+        self.opt = options
+        self.pairing = Pairing(len(dmap.state["attr4k"]))
+        self.stack_cons = consumers.classify_stacks(stack_index)
+        self.alloc_act, self.free_act = consumers.action_table()
+        self.witness_ids = set(consumers.witness_ids().tolist())
+        self.stack_info = _StackInfo(stack_index)
+        self.records: list[SplitRecord] = []
+        self.w = WitnessState()
+        self.stats: dict[str, int] = defaultdict(int)
+        self.last_call: dict[int, tuple[str, int, bool, str]] = {}  # pid -> (api, call, placeable, address class)
+        self.split_of_call: dict[int, list[int]] = defaultdict(list)  # call -> indices into records, unbound
+        self.noprobe_prev: dict[int, tuple[int, tuple]] = {}
+        self.consumer_allocs = np.zeros(len(consumers.items), dtype=np.int64)
+
+    # ------------------------------------------------------------------ per chunk
+    def feed(self, ch: Chunk) -> None:
+        cons_in = np.full(len(ch), -1, dtype=np.int16)
+        has_stack = ch.stack >= 0
+        cons_in[has_stack] = self.stack_cons[ch.stack[has_stack]]
+        alloc = ch.kind == K_ALLOC
+        nostack = alloc & ~has_stack
+        if nostack.any():
+            cons_in[nostack] = self.consumers.classify_gfp(ch.gfp[nostack], ch.order[nostack])
+            self.stats["classified_by_gfp"] += int(nostack.sum())
+        dm = (ch.kind == K_DM_INVALID) | (ch.kind == K_DM_DEFAULT)
+        if dm.any():
+            pfns = self.amap.page_pfns(ch.page[dm])
+            self.stats["bad_page_pointers"] += int((pfns < 0).sum())
+            ch.pfn[dm] = pfns
+        pair, cons = self.pairing.feed(ch.kind, ch.pfn, ch.order, ch.failed, cons_in, ch.start)
+        ok_alloc = alloc & ~ch.failed & (ch.pfn >= 0)
+        np.add.at(self.consumer_allocs, cons_in[ok_alloc].astype(np.int64), 1)
+        ops, origin, placeable_calls = self._ops(ch, cons, pair, ok_alloc)
+        first_log = int(self.dmap.log_n[0])
+        first_op = self.dmap.ops_applied
+        if len(ops):
+            self.dmap.apply(ops)
+        for row in self.dmap.log[first_log: int(self.dmap.log_n[0])]:
+            op = int(row[D.L_OP]) - first_op
+            ev = int(origin[op])
+            j = ev - ch.start
+            src = "kprobe" if ch.kind[j] in (K_DM_INVALID, K_DM_DEFAULT, K_CPA) else "consumer"
+            c = int(cons[j]) if ch.kind[j] != K_ALLOC else int(cons_in[j])
+            self.records.append(SplitRecord(
+                event=ev, ts_ns=int(ch.ts[j]), line=int(ch.line[j]), pfn=int(row[D.L_PFN]), level=int(row[D.L_LEVEL]),
+                kind="collapse" if row[D.L_KIND] else "split", source=src,
+                consumer=self._origin_name(ch, j, c), stack=int(ch.stack[j]),
+                running=bool(ops.flags[op] & D.F_RUNNING)))
+            if not row[D.L_KIND]:
+                self.split_of_call[placeable_calls.get(ev, ev)].append(len(self.records) - 1)
+        self._witnesses(ch, cons_in, pair, placeable_calls)
+
+    def _running(self, ts: np.ndarray) -> np.ndarray:
+        if self.opt.running_from_ns is None:
+            return np.full(len(ts), D.F_RUNNING, dtype=np.int64)
+        return np.where(ts >= self.opt.running_from_ns, D.F_RUNNING, 0).astype(np.int64)
+
+    def _origin_name(self, ch: Chunk, j: int, c: int) -> str:
+        if ch.kind[j] == K_CPA:
+            return f"kprobe:{CPA_APIS[ch.api[j]]}"
+        if c >= 0 and ch.kind[j] not in (K_DM_INVALID, K_DM_DEFAULT):
+            return self.consumers.names[c]
+        if ch.kind[j] in (K_DM_INVALID, K_DM_DEFAULT):
+            return f"kprobe:{DM_API[int(ch.kind[j])]}"
+        return "?"
+
+    def _ops(self, ch: Chunk, cons: np.ndarray, pair: np.ndarray, ok_alloc: np.ndarray):
+        """The CPA calls of this chunk, in event order, with the event each came from."""
+        run = self._running(ch.ts)
+        rows: list[tuple[int, int, int, int, int, int]] = []  # (event j, pfn, n, set, clr, flags)
+        calls: dict[int, int] = {}  # event index -> call id (confirming kprobes map to the consumer's op)
+        # consumer actions on allocation and on free
+        has_a = self.alloc_act[:, 3].astype(bool)
+        has_f = self.free_act[:, 3].astype(bool)
+        cons_safe = np.where(cons >= 0, cons, 0).astype(np.int64)
+        sel_a = np.flatnonzero(ok_alloc & has_a[cons_safe] & (cons >= 0))
+        is_free = (ch.kind == K_FREE) | (ch.kind == K_FREE_BATCHED)
+        sel_f = np.flatnonzero(is_free & (pair >= 0) & (cons >= 0) & has_f[cons_safe])
+        for sel, act in ((sel_a, self.alloc_act), (sel_f, self.free_act)):
+            for j in sel.tolist():
+                s, c, f, _ = act[cons[j]]
+                rows.append((j, int(ch.pfn[j]), 1 << int(ch.order[j]), int(s), int(c), int(f) | int(run[j])))
+        if self.opt.use_kprobes:
+            dm = np.flatnonzero((ch.kind == K_DM_INVALID) | (ch.kind == K_DM_DEFAULT))
+            for j in dm.tolist():
+                c = int(cons[j])
+                if c >= 0 and self.alloc_act[c, 3]:
+                    self.stats["kprobe_confirmations"] += 1
+                    calls[ch.start + j] = int(pair[j])
+                    continue
+                if ch.pfn[j] < 0:
+                    continue
+                s, cl = DM_MASKS[int(ch.kind[j])]
+                rows.append((j, int(ch.pfn[j]), 1, s, cl, D.F_NOFLUSH | int(run[j])))
+            for j in np.flatnonzero(ch.kind == K_CPA).tolist():
+                rows.extend(self._cpa_rows(ch, j, int(run[j])))
+        rows.sort(key=lambda r: r[0])  # stable: ops of one event keep their order
+        ops = Ops.from_rows([r[1:] for r in rows]) if rows else Ops.from_rows([])
+        origin = np.array([ch.start + r[0] for r in rows], dtype=np.int64)
+        return ops, origin, calls
+
+    def _cpa_rows(self, ch: Chunk, j: int, run: int) -> list[tuple[int, int, int, int, int, int]]:
+        api = CPA_APIS[ch.api[j]]
+        n = int(ch.npages[j])
+        if n <= 0:
+            return []
+        s, c, alias = CPA_MASKS[api]
+        force = D.F_FORCE_SPLIT | D.F_KERNEL_4K if api == "set_memory_4k" else 0
+        collapse = D.F_COLLAPSE if api == "set_memory_rox" else 0
+        addr = int(ch.addr[j])
+        where = self.amap.classify(addr)
+        if where == A.DIRECT:
+            return [(j, self.amap.pfn_of(addr), n, s, c, run | force | collapse)]
+        if not alias:
+            self.stats["cpa_nx_only_no_alias"] += 1
+            return []
+        if where == A.KERNEL:
+            return [(j, self.amap.pfn_of(addr), n, s, c, run | force | collapse | D.F_ALIAS)]
+        if where == A.MODULE:
+            pfns = self.binding.call_pfns.get(ch.start + j)
+            if pfns is None:
+                self.stats["cpa_calls_unplaced"] += 1
+                return []
+            # cpa_process_alias() per 4K page of the vmalloc range; one flush_tlb_all for the call
+            return [(j, int(p), 1, s, c, run | force | collapse | (D.F_ALIAS if k == 0 else D.F_NOFLUSH))
+                    for k, p in enumerate(pfns.tolist())]
+        self.stats["cpa_calls_unknown_address"] += 1
+        return []
+
+    # ------------------------------------------------------------------ witnesses
+    def _witnesses(self, ch: Chunk, cons_in: np.ndarray, pair: np.ndarray, calls: dict[int, int]) -> None:
+        """Walk the chunk's call events and witnesses in order, binding witnesses to splits."""
+        wmask = (ch.kind == K_ALLOC) & np.isin(cons_in, list(self.witness_ids)) & ~ch.failed
+        has_a = self.alloc_act[:, 3].astype(bool)
+        cons_safe = np.where(cons_in >= 0, cons_in, 0).astype(np.int64)
+        call_mask = np.zeros(len(ch), dtype=bool)
+        if self.opt.use_kprobes:
+            call_mask |= (ch.kind == K_DM_INVALID) | (ch.kind == K_DM_DEFAULT) | (ch.kind == K_CPA)
+        call_mask |= (ch.kind == K_ALLOC) & has_a[cons_safe] & (cons_in >= 0) & ~ch.failed
+        run = self._running(ch.ts)
+        for j in np.flatnonzero(wmask | call_mask).tolist():
+            g = ch.start + j
+            pid = int(ch.pid[j])
+            if call_mask[j]:
+                self.noprobe_prev.pop(pid, None)
+                api, placeable, where = self._call_api(ch, j, cons_in)
+                self.last_call[pid] = (api, calls.get(g, g), placeable, where)
+                continue
+            api, depth = self.stack_info.entry(int(ch.stack[j]))
+            hit = self.last_call.get(pid)
+            if hit is not None and api is not None and hit[0] == api:  # the pid's latest CPA call is this one
+                _, call, placeable, where = hit
+                if where == A.KERNEL and depth == 1:
+                    self._drive(g, ch, j, run[j], ("highmap", call, depth))
+                    continue
+                pending = self.split_of_call.get(call)
+                if pending:
+                    rec = self.records[pending.pop(0)]
+                    rec.witness = g
+                    self.w.bound += 1
+                    continue
+                if not placeable:
+                    self._drive(g, ch, j, run[j], ("unplaced", call, depth))
+                    continue
+            elif api is None or api.startswith("set_memory"):
+                # an address-based CPA call with no kprobe to say where: nothing to place
+                self._drive(g, ch, j, run[j], self._noprobe_group(pid, int(ch.stack[j]), g))
+                continue
+            self.w.unexplained += 1
+            self.w.unexplained_events.append(g)
+
+    def _noprobe_group(self, pid: int, stack: int, g: int) -> tuple:
+        """Consecutive call-less witnesses of one pid with the same stack form one group (one CPA call)."""
+        prev = self.noprobe_prev.get(pid)
+        group = prev[1] if prev is not None and prev[0] == stack else g
+        self.noprobe_prev[pid] = (stack, group)
+        return ("noprobe", pid, group)
+
+    def _call_api(self, ch: Chunk, j: int, cons_in: np.ndarray) -> tuple[str, bool, str]:
+        k = int(ch.kind[j])
+        if k == K_ALLOC:
+            return self.consumers.items[int(cons_in[j])].on_alloc[0], True, A.DIRECT
+        if k in DM_API:
+            return DM_API[k], True, A.DIRECT
+        api = CPA_APIS[ch.api[j]]
+        where = self.amap.classify(int(ch.addr[j]))
+        placeable = where != A.MODULE or (ch.start + j) in self.binding.call_pfns
+        return api, placeable, where
+
+    def _drive(self, g: int, ch: Chunk, j: int, running: int, group: tuple) -> None:
+        """A witness the model cannot place: count it as a split of unknown region (level fixed in finish())."""
+        self.w.driven += 1
+        self.records.append(SplitRecord(event=g, ts_ns=int(ch.ts[j]), line=int(ch.line[j]), pfn=-1, level=2,
+                                        kind="split", source="witness_driven", consumer=str(group[0]),
+                                        stack=int(ch.stack[j]), running=bool(running), witness=g, group=group))
+
+    def finish(self) -> None:
+        """Fix the levels of witness-driven splits: exactly two in one call are a 1G then a 2M split."""
+        groups: dict[tuple, list[SplitRecord]] = defaultdict(list)
+        for r in self.records:
+            if r.source == "witness_driven":
+                groups[r.group].append(r)
+        w = self.w
+        w.driven_l2 = w.driven_l3 = w.driven_running_l2 = w.driven_running_l3 = 0
+        for recs in groups.values():
+            for k, r in enumerate(recs):
+                r.level = 3 if len(recs) == 2 and k == 0 else 2
+                if r.level == 3:
+                    w.driven_l3 += 1
+                    w.driven_running_l3 += r.running
+                else:
+                    w.driven_l2 += 1
+                    w.driven_running_l2 += r.running
+
+    # ------------------------------------------------------------------ results
+    def counters(self) -> dict[str, int]:
+        """The model's counters plus the splits of unknown region (witness_driven), as the kernel counts them."""
+        out = dict(self.dmap.counters)
+        w = self.w
+        out["direct_map_level2_splits"] += w.driven_running_l2
+        out["direct_map_level3_splits"] += w.driven_running_l3
+        # split_page_count(): a 1G split moves 1 -> 512 2M, a 2M split 1 -> 512 4K
+        out["DirectMap1G"] -= w.driven_l3 << 20
+        out["DirectMap2M"] += (w.driven_l3 * 512 - w.driven_l2) << 11
+        out["DirectMap4k"] += (w.driven_l2 * 512) << 2
+        out["splits_all"] += w.driven_l2 + w.driven_l3
+        out["pt_pages_alloc"] += w.driven_l2 + w.driven_l3
+        out["flush_tlb_all"] += w.driven_l2 + w.driven_l3
+        return out
+
+    def witness(self) -> dict[str, Any]:
+        model_splits = [r for r in self.records if r.kind == "split" and r.source != "witness_driven"]
+        return {
+            "witness_bound": self.w.bound,
+            "witness_unexplained": self.w.unexplained,
+            "witness_driven": self.w.driven,
+            "split_without_witness": sum(1 for r in model_splits if r.witness < 0),
+            "witness_total": self.w.bound + self.w.unexplained + self.w.driven,
+        }
+
+    def public_stats(self) -> dict[str, int]:
+        return {k: v for k, v in sorted(self.stats.items()) if not k.startswith("_")}
+
+
+class _StackInfo:
+    """Per stack: the API its CPA call entered by, and how deep the CPA recursion is (2 = alias)."""
+
+    def __init__(self, stack_index) -> None:
+        self.index = stack_index
+        self.cache: dict[int, tuple[str | None, int]] = {}
+
+    def entry(self, stack: int) -> tuple[str | None, int]:
+        if stack < 0:
+            return None, 0
+        hit = self.cache.get(stack)
+        if hit is None:
+            frames = self.index.frames(stack)
+            depth = sum(1 for f in frames if f == CPA_FRAME)
+            api = next((f for f in frames if f in ENTRY_APIS), None)
+            hit = (api, depth)
+            self.cache[stack] = hit
+        return hit

@@ -1,0 +1,310 @@
+"""``replay()`` and ``validate()``: an ingested trace through the direct-map model, compared with the kernel."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ptebench.engine import addresses as A
+from ptebench.engine.areas import bind_areas, resolve_call
+from ptebench.engine.consumers import Consumers
+from ptebench.engine.faithful import FaithfulEngine, Options
+from ptebench.engine.stream import CPA_APIS, K_ALLOC, K_CPA, K_DM_INVALID, iter_chunks
+from ptebench.errors import PtebenchError
+from ptebench.results import KERNEL_KEYS, SPLIT_COLUMNS, Result
+from ptebench.sim.dmap import DirectMap
+from ptebench.trace import Trace, load
+
+VARIANTS = ("none",)
+MODES = ("faithful",)
+VFREE_FRAMES = ("vm_reset_perms", "__vunmap", "vfree")
+TRACING_PREFIXES = ("trace_", "__trace_", "ftrace_", "kprobe", "perf_", "__ftrace", "stack_trace", "arch_stack_walk")
+
+
+@dataclass
+class Setup:
+    """Everything a replay starts from, with where each piece came from."""
+
+    dmap: DirectMap
+    layout_from: str
+    vmstat_before: dict[str, int]
+    running_from_ns: int | None
+    running_from: str
+
+
+def _trace(trace: str | Path | Trace) -> Trace:
+    return trace if isinstance(trace, Trace) else load(trace)
+
+
+def trace_identity(trace: Trace) -> dict[str, str]:
+    bundle = trace.bundle
+    sources = trace.meta.get("sources") or []
+    name = bundle["name"] if bundle else Path(sources[0]["name"]).name if sources else trace.path.stem
+    shas = [s.get("sha256", "") for s in sources]
+    sha = shas[0] if len(shas) == 1 else hashlib.sha256("".join(shas).encode()).hexdigest()
+    return {"name": name, "sha256": sha}
+
+
+def setup(trace: Trace, *, initial: str = "auto", gbpages: bool = True, kernel: tuple[int, int] = (6, 1),
+          running_from: str | int | None = "auto") -> Setup:
+    """The initial direct map, vmstat counters and SYSTEM_RUNNING moment for one trace."""
+    bundle = trace.bundle or {}
+    snaps = bundle.get("snapshots") or {}
+    before = snaps.get("before") or {}
+    if initial not in ("auto", "dump", "rules"):
+        raise PtebenchError(f"unknown initial layout {initial!r}", expected="auto, dump or rules")
+    if initial in ("auto", "dump") and before.get("dmdump"):
+        dmap = DirectMap.from_dump(before["dmdump"], kernel=kernel, gbpages=gbpages)
+        layout_from = "dmdump-before.txt"
+    elif initial == "dump":
+        raise PtebenchError("the capture has no direct-map dump before the trace", file=str(trace.path),
+                            expected="a bundle with dmdump-before.txt, or --initial rules")
+    else:
+        dmap, layout_from = _rule_layout(trace, bundle, gbpages=gbpages, kernel=kernel)
+    vmstat = before.get("vmstat") or {}
+    dmap.set_vmstat(vmstat)
+    ts0 = int(trace.table.column("ts_ns")[0].as_py()) if trace.table.num_rows else 0
+    if running_from == "auto":
+        ns = bundle.get("system_running_ns")
+        if ns is not None and ts0 < ns:
+            run_ns, run_from = int(ns), f"dmesg 'Run /init as init process' at {ns / 1e9:.6f} s"
+        else:
+            run_ns, run_from = None, "running throughout (trace starts after SYSTEM_RUNNING)"
+    elif running_from is None or running_from == "start":
+        run_ns, run_from = None, "running throughout (--running-from start)"
+    else:
+        try:
+            run_ns = int(running_from)
+        except (TypeError, ValueError) as exc:
+            raise PtebenchError(f"bad --running-from {running_from!r}", expected="auto, start or nanoseconds") from exc
+        run_from = f"--running-from {run_ns} ns"
+    return Setup(dmap, layout_from, {k: int(v) for k, v in vmstat.items()}, run_ns, run_from)
+
+
+def _rule_layout(trace: Trace, bundle: dict[str, Any], *, gbpages: bool, kernel: tuple[int, int]):
+    try:
+        from ptebench.sim import layout
+    except ImportError as exc:  # pragma: no cover - layout ships with the package
+        raise PtebenchError("rule-built layouts are unavailable") from exc
+    memmap = (bundle.get("memmap") or {})
+    if not memmap.get("firmware") and not memmap.get("iomem"):
+        raise PtebenchError("no initial direct-map layout: the trace has neither a dmdump-before nor a memory map",
+                            file=str(trace.path), expected="an ingested capture bundle (dmdump-before.txt or "
+                            "firmware-memmap.txt)")
+    return layout.layout_from_bundle(bundle, gbpages=gbpages, kernel=kernel)
+
+
+def prepass(trace: Trace, amap: A.AddressMap, rows: int) -> tuple[Any, dict[str, Any]]:
+    """One pass over the kprobe events: module/vmalloc area binding and the vmemmap base check."""
+    idx = trace.stack_index
+    vfree_stacks = set()
+    for f in VFREE_FRAMES:
+        vfree_stacks.update(idx.with_frame(f).tolist())
+    calls: list[tuple[int, int, int, int]] = []
+    call_args: dict[int, tuple[int, int]] = {}
+    runs: list[tuple[int, list[int]]] = []
+    open_run: dict[int, tuple[int, list[int]]] = {}
+    pairs: list[tuple[int, int]] = []
+    for ch in iter_chunks(trace, rows):
+        probe = np.flatnonzero(ch.kind >= K_DM_INVALID)
+        if len(probe) == 0:
+            continue
+        last_alloc = _last_alloc_pfn(ch)
+        pfns = amap.page_pfns(ch.page[probe])
+        for k, j in enumerate(probe.tolist()):
+            g, pid = ch.start + j, int(ch.pid[j])
+            if ch.kind[j] == K_DM_INVALID and last_alloc[j] >= 0:
+                pairs.append((int(ch.page[j]), int(last_alloc[j])))
+            if ch.kind[j] == K_DM_INVALID and int(ch.stack[j]) in vfree_stacks and pfns[k] >= 0:
+                if pid not in open_run:
+                    open_run[pid] = (g, [])
+                    runs.append(open_run[pid])
+                open_run[pid][1].append(int(pfns[k]))
+                continue
+            open_run.pop(pid, None)
+            if ch.kind[j] == K_CPA and amap.classify(int(ch.addr[j])) == A.MODULE:
+                calls.append((g, pid, int(ch.addr[j]), int(ch.npages[j])))
+                call_args[g] = (int(ch.addr[j]), int(ch.npages[j]))
+    binding = bind_areas(calls, [(g, np.array(p)) for g, p in runs])
+    resolve_call(binding, call_args)
+    agree = sum(1 for page, pfn in pairs if page - A.STRUCT_PAGE * pfn == amap.vmemmap_base)
+    return binding, {"vmemmap_base": hex(amap.vmemmap_base), "vmemmap_from": amap.vmemmap_from,
+                     "vmemmap_pairs_agreeing": agree, **binding.stats}
+
+
+def _last_alloc_pfn(ch) -> np.ndarray:
+    """For each row, the pfn of the latest allocation by the same pid earlier in the chunk (-1 if none)."""
+    s = pd.Series(np.where(ch.kind == K_ALLOC, ch.pfn, np.nan))
+    prev = s.groupby(ch.pid).shift(1)
+    prev = prev.groupby(ch.pid).ffill()
+    cur_alloc = pd.Series(np.where(ch.kind == K_ALLOC, ch.pfn, np.nan)).groupby(ch.pid).ffill()
+    out = np.where(ch.kind == K_ALLOC, prev, cur_alloc)
+    return np.nan_to_num(out, nan=-1).astype(np.int64)
+
+
+def replay(trace: str | Path | Trace, *, variant: str = "none", mode: str = "faithful", consumers: str | Path |
+           None = None, use_kprobes: bool = True, initial: str = "auto", gbpages: bool = True,
+           kernel: tuple[int, int] = (6, 1), running_from: str | int | None = "auto",
+           chunk_rows: int = 1 << 20) -> Result:
+    """Replay an ingested trace through the direct-map model and return the kernel-named counters.
+
+    ``mode="faithful"`` keeps every page where the kernel put it and applies each consumer's
+    direct-map changes there; splits come only from the CPA model (see ``engine/faithful.py``).
+    """
+    if variant not in VARIANTS:
+        raise PtebenchError(f"unknown variant {variant!r}", expected=f"one of {', '.join(VARIANTS)}")
+    if mode not in MODES:
+        raise PtebenchError(f"unknown mode {mode!r}", expected=f"one of {', '.join(MODES)}")
+    t0 = time.perf_counter()
+    tr = _trace(trace)
+    rules = Consumers.load(consumers)
+    st = setup(tr, initial=initial, gbpages=gbpages, kernel=kernel, running_from=running_from)
+    bundle = tr.bundle or {}
+    dumps = [s.get("dmdump") for s in (bundle.get("snapshots") or {}).values() if s and s.get("dmdump")]
+    amap = A.AddressMap.for_page_offset(dumps[0]["page_offset"] if dumps else None)
+    binding, pre = prepass(tr, amap, chunk_rows)
+    t1 = time.perf_counter()
+    start_counters = st.dmap.counters
+    engine = FaithfulEngine(st.dmap, rules, tr.stack_index, amap, binding,
+                            Options(use_kprobes=use_kprobes, running_from_ns=st.running_from_ns))
+    events = 0
+    for ch in iter_chunks(tr, chunk_rows):
+        engine.feed(ch)
+        events += len(ch)
+    engine.finish()
+    t2 = time.perf_counter()
+    end = engine.counters()
+    delta = {k: end[k] - start_counters[k] for k in end}
+    result = Result(
+        trace=trace_identity(tr), variant=variant, mode=mode,
+        scenario=str((bundle.get("meta") or {}).get("workload") or "trace"),
+        counters={"end": end, "delta": delta}, kernel=kernel_counters(bundle), witness=engine.witness(),
+        timing={"prepare_s": round(t1 - t0, 6), "replay_s": round(t2 - t1, 6),
+                "events_per_s": round(events / max(t2 - t1, 1e-9), 1)},
+        pairing=engine.pairing.stats,
+        consumers={rules.names[i]: int(n) for i, n in enumerate(engine.consumer_allocs) if n},
+        engine={"events": events, "layout_from": st.layout_from, "running_from": st.running_from,
+                "consumer_rules": rules.source, "use_kprobes": use_kprobes, "kernel": ".".join(map(str, kernel)),
+                "gbpages": gbpages, **pre, **engine.public_stats()},
+        warnings=_warnings(tr, engine),
+        splits=_split_table(engine, tr),
+    )
+    result.regions = region_check(result, st.dmap, bundle, engine)
+    return result
+
+
+def kernel_counters(bundle: dict[str, Any]) -> dict[str, Any]:
+    """The kernel's own deltas from the bundle's before/after snapshots (vmstat before = 0 for a boot capture)."""
+    snaps = bundle.get("snapshots") or {}
+    after, before = snaps.get("after") or {}, snaps.get("before") or {}
+    if not after.get("vmstat"):
+        return {"delta": None, "source": "no kernel counters (not a capture bundle)"}
+    delta: dict[str, int | None] = {}
+    vb = before.get("vmstat") or {}
+    for key in KERNEL_KEYS[:4]:
+        if key in after["vmstat"]:
+            delta[key] = int(after["vmstat"][key]) - int(vb.get(key, 0))
+    mb, ma = before.get("meminfo") or {}, after.get("meminfo") or {}
+    for key in KERNEL_KEYS[4:]:
+        delta[key] = int(ma[key]) - int(mb[key]) if key in ma and key in mb else None
+    src = "vmstat/meminfo after - before" if before else "vmstat-after (boot: counters start at 0); no meminfo before"
+    return {"delta": delta, "source": src}
+
+
+def _warnings(tr: Trace, engine: FaithfulEngine) -> list[str]:
+    out = []
+    for loss in tr.meta.get("losses") or []:
+        out.append(f"lost events: {loss.get('kind')} cpu={loss.get('cpu')} count={loss.get('count')} "
+                   f"at line {loss.get('line')}")
+    if engine.stats.get("classified_by_gfp"):
+        out.append(f"{engine.stats['classified_by_gfp']} allocations had no stack: consumers guessed from gfp flags")
+    if engine.w.unexplained:
+        out.append(f"{engine.w.unexplained} split page-table allocations (witnesses) the model did not explain")
+    return out
+
+
+def _split_table(engine: FaithfulEngine, tr: Trace) -> pd.DataFrame:
+    idx = tr.stack_index
+    cache: dict[int, str] = {}
+
+    def frames(stack: int) -> str:
+        if stack < 0:
+            return ""
+        if stack not in cache:
+            fr = [f for f in idx.frames(stack) if not f.startswith(TRACING_PREFIXES)]
+            cache[stack] = " < ".join(fr[:8])
+        return cache[stack]
+
+    wline = {}
+    rows = []
+    for r in engine.records:
+        rows.append({"ts_ns": r.ts_ns, "line": r.line, "kind": r.kind, "level": r.level, "pfn": r.pfn,
+                     "region_2m": r.pfn >> 9 if r.pfn >= 0 else -1, "phys": f"{r.pfn << 12:#x}" if r.pfn >= 0 else "",
+                     "consumer": r.consumer, "source": r.source, "running": r.running,
+                     "witness_line": wline.get(r.witness, r.witness), "frames": frames(r.stack)})
+    df = pd.DataFrame(rows, columns=SPLIT_COLUMNS)
+    if len(df):
+        lines = tr.table.column("line").to_numpy()
+        df["witness_line"] = [int(lines[w]) if w >= 0 else -1 for w in df["witness_line"]]
+    return df.astype({"ts_ns": "int64", "line": "int64", "level": "int8", "pfn": "int64", "region_2m": "int64",
+                      "running": "bool", "witness_line": "int64"})
+
+
+def region_check(result: Result, dmap: DirectMap, bundle: dict[str, Any], engine: FaithfulEngine) -> dict[str, Any]:
+    """The 2M regions the model leaves 4K-mapped against the dump after the trace.
+
+    Splits the model could not place (witness_driven, on the direct map) and splits the
+    bundle records as untraced (the dump module's own load in ``boot``) are allowed to be
+    missing from the model, in that number exactly.
+    """
+    snaps = bundle.get("snapshots") or {}
+    dump = (snaps.get("after") or {}).get("dmdump")
+    if not dump:
+        return {}
+    model = set(dmap.regions_on_4k())
+    kernel = set(dump["regions_2m_on_4k"])
+    untraced = 0
+    post = snaps.get("after-dmdump-insmod") or {}
+    if post.get("vmstat") and (snaps.get("after") or {}).get("vmstat"):
+        untraced = int(post["vmstat"].get("direct_map_level2_splits", 0)) - int(
+            snaps["after"]["vmstat"].get("direct_map_level2_splits", 0))
+    unplaced = sum(1 for r in engine.records if r.source == "witness_driven" and r.level == 2
+                   and r.consumer != "highmap")
+    missing = sorted(kernel - model)
+    extra = sorted(model - kernel)
+    return {"model": len(model), "kernel": len(kernel), "missing": missing, "extra": extra,
+            "unplaced_splits": unplaced, "untraced_splits": untraced,
+            "match": not extra and len(missing) == unplaced + untraced}
+
+
+def validate(bundle_or_trace: str | Path | Trace, **kw: Any) -> tuple[Result, list[tuple[str, bool, str]]]:
+    """Replay a capture faithfully and check it against the kernel's own counters and dumps."""
+    result = replay(bundle_or_trace, **kw)
+    checks: list[tuple[str, bool, str]] = []
+    kd = result.kernel.get("delta") or {}
+    for key in KERNEL_KEYS:
+        if kd.get(key) is None:
+            continue
+        model = result.counters["delta"][key]
+        checks.append((f"vmstat/meminfo {key} delta", model == kd[key], f"model {model:+d}, kernel {kd[key]:+d}"))
+    reg = result.regions
+    if reg:
+        checks.append(("2M regions mapped by 4K after the trace", bool(reg["match"]),
+                       f"model {reg['model']}, dump {reg['kernel']}; extra {reg['extra'][:8]}, missing "
+                       f"{reg['missing'][:8]} (allowed missing: {reg['unplaced_splits']} unplaced + "
+                       f"{reg['untraced_splits']} untraced)"))
+    w = result.witness
+    checks.append(("witnesses: every split page-table allocation explained", w["witness_unexplained"] == 0,
+                   f"bound {w['witness_bound']}, driven {w['witness_driven']}, unexplained {w['witness_unexplained']}"))
+    checks.append(("witnesses: every model split has its witness", w["split_without_witness"] == 0,
+                   f"split_without_witness {w['split_without_witness']}"))
+    return result, checks
+
+
+__all__ = ["replay", "validate", "Result", "CPA_APIS", "K_CPA"]
