@@ -111,11 +111,10 @@ def prepass(trace: Trace, amap: A.AddressMap, rows: int) -> tuple[Any, dict[str,
     runs: list[tuple[int, list[int]]] = []
     open_run: dict[int, tuple[int, list[int]]] = {}
     pairs: list[tuple[int, int]] = []
+    carry: dict[int, int] = {}
     for ch in iter_chunks(trace, rows):
+        last_alloc = _last_alloc_pfn(ch, carry)
         probe = np.flatnonzero(ch.kind >= K_DM_INVALID)
-        if len(probe) == 0:
-            continue
-        last_alloc = _last_alloc_pfn(ch)
         pfns = amap.page_pfns(ch.page[probe])
         for k, j in enumerate(probe.tolist()):
             g, pid = ch.start + j, int(ch.pid[j])
@@ -138,13 +137,19 @@ def prepass(trace: Trace, amap: A.AddressMap, rows: int) -> tuple[Any, dict[str,
                      "vmemmap_pairs_agreeing": agree, **binding.stats}
 
 
-def _last_alloc_pfn(ch) -> np.ndarray:
-    """For each row, the pfn of the latest allocation by the same pid earlier in the chunk (-1 if none)."""
-    s = pd.Series(np.where(ch.kind == K_ALLOC, ch.pfn, np.nan))
-    prev = s.groupby(ch.pid).shift(1)
-    prev = prev.groupby(ch.pid).ffill()
-    cur_alloc = pd.Series(np.where(ch.kind == K_ALLOC, ch.pfn, np.nan)).groupby(ch.pid).ffill()
-    out = np.where(ch.kind == K_ALLOC, prev, cur_alloc)
+def _last_alloc_pfn(ch, carry: dict[int, int]) -> np.ndarray:
+    """For each row, the pfn of the latest allocation by the same pid up to it (-1 if none).
+
+    ``carry`` holds each pid's last allocation from earlier chunks and is updated, so the
+    answer does not depend on where the chunks are cut.
+    """
+    alloc = pd.Series(np.where(ch.kind == K_ALLOC, ch.pfn, np.nan))
+    out = alloc.groupby(ch.pid).ffill().to_numpy().copy()
+    missing = np.isnan(out)
+    if missing.any() and carry:
+        out[missing] = [carry.get(int(p), np.nan) for p in ch.pid[missing]]
+    last = alloc.groupby(ch.pid).last().dropna()
+    carry.update({int(k): int(v) for k, v in last.items()})
     return np.nan_to_num(out, nan=-1).astype(np.int64)
 
 

@@ -291,3 +291,90 @@ def test_cli_validate_fails_when_a_check_fails(tmp_path):
                                    "--no-kprobes"])
     assert res.exit_code == 1
     assert "FAIL" in res.output
+
+
+@pytest.mark.parametrize("name", ["secretmem_1024", "modules"])
+def test_chunking_does_not_change_the_result(ingested, name):
+    """The engine streams: cutting the trace into small chunks gives the same result, byte for byte."""
+    whole = results_json([ptebench.replay(ingested(name))])
+    small = results_json([ptebench.replay(ingested(name), chunk_rows=97)])
+    for d in (whole, small):
+        d["runs"][0].pop("timing")
+    assert whole == small
+
+
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule  # noqa: E402
+
+
+class PairingMachine(RuleBasedStateMachine):
+    """Invariants of the streaming pairing: pages conserved, stats monotone, every free accounted for."""
+
+    NPFN = 256
+
+    @initialize()
+    def setup(self):
+        self.p = Pairing(self.NPFN)
+        self.live: dict[int, tuple[int, int]] = {}  # head pfn -> (order, consumer)
+        self.n = 0
+        self.prev = dict.fromkeys(STAT_NAMES, 0)
+
+    def _feed(self, kind, pfn, order, cons=0, failed=False):
+        pair, c = self.p.feed(np.array([kind], np.int8), np.array([pfn], np.int64), np.array([order], np.int8),
+                              np.array([failed]), np.array([cons], np.int16), self.n)
+        self.n += 1
+        return int(pair[0]), int(c[0])
+
+    def _free_range(self, head, order):
+        return all(not (h <= q < h + (1 << o)) for h, (o, _) in self.live.items()
+                   for q in range(head, head + (1 << order)))
+
+    @rule(slot=st.integers(0, 63), order=st.integers(0, 2), cons=st.integers(0, 5))
+    def alloc(self, slot, order, cons):
+        head = (slot * 4) & ~((1 << order) - 1)
+        if not self._free_range(head, order):
+            return
+        self._feed(K_ALLOC, head, order, cons)
+        self.live[head] = (order, cons)
+
+    @rule(data=st.data())
+    def free_whole(self, data):
+        if not self.live:
+            return
+        head = data.draw(st.sampled_from(sorted(self.live)))
+        order, cons = self.live.pop(head)
+        _, c = self._feed(K_FREE, head, order)
+        assert c == cons
+        self._feed(K_FREE_BATCHED, head, 0)  # the duplicate free_unref_page_list() traces
+
+    @rule(data=st.data())
+    def free_in_pieces(self, data):
+        if not self.live:
+            return
+        head = data.draw(st.sampled_from(sorted(self.live)))
+        order, cons = self.live.pop(head)
+        for q in range(head, head + (1 << order)):
+            _, c = self._feed(K_FREE, q, 0)
+            assert c == cons
+
+    @rule(slot=st.integers(0, 63))
+    def free_unknown(self, slot):
+        head = slot * 4 + 3
+        if self._free_range(head, 0):
+            pair, c = self._feed(K_FREE, head, 0)
+            assert pair == -1 and c == -1
+
+    @invariant()
+    def pages_conserved(self):
+        assert self.p.live_pages() == sum(1 << o for o, _ in self.live.values())
+
+    @invariant()
+    def stats_monotone_and_accounted(self):
+        s = self.p.stats
+        assert all(s[k] >= self.prev[k] for k in STAT_NAMES)
+        assert s["frees"] == s["paired_frees"] + s["unpaired_frees"]
+        assert s["mixed_owner_frees"] == 0 and s["alloc_over_live"] == 0
+        self.prev = s
+
+
+TestPairingMachine = PairingMachine.TestCase
+TestPairingMachine.settings = settings(deadline=None, max_examples=60, stateful_step_count=40, derandomize=True)
