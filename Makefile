@@ -24,6 +24,7 @@ replay: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check ptebench tests
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --nbmake notebooks/analysis.ipynb
 	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" \
 		--cov=ptebench --cov-report=term:skip-covered
 
