@@ -85,6 +85,7 @@ class WitnessState:
     driven_running_l3: int = 0
     driven_l2: int = 0
     driven_l3: int = 0
+    reconciled: int = 0
     unexplained_events: list[int] = field(default_factory=list)
 
 
@@ -107,6 +108,7 @@ class FaithfulEngine:
         self.last_call: dict[int, tuple[str, int, bool, str]] = {}  # pid -> (api, call, placeable, address class)
         self.split_of_call: dict[int, list[int]] = defaultdict(list)  # call -> indices into records, unbound
         self.noprobe_prev: dict[int, tuple[int, tuple]] = {}
+        self.vmstat_fix: dict[str, int] = defaultdict(int)
         self.consumer_allocs = np.zeros(len(consumers.items), dtype=np.int64)
 
     # ------------------------------------------------------------------ per chunk
@@ -286,36 +288,69 @@ class FaithfulEngine:
 
     def _drive(self, g: int, ch: Chunk, j: int, running: int, group: tuple) -> None:
         """A witness the model cannot place: count it as a split of unknown region (level fixed in finish())."""
-        self.w.driven += 1
         self.records.append(SplitRecord(event=g, ts_ns=int(ch.ts[j]), line=int(ch.line[j]), pfn=-1, level=2,
                                         kind="split", source="witness_driven", consumer=str(group[0]),
                                         stack=int(ch.stack[j]), running=bool(running), witness=g, group=group))
 
-    def finish(self) -> None:
-        """Fix the levels of witness-driven splits: exactly two in one call are a 1G then a 2M split."""
+    def finish(self, reconcile: bool = True) -> None:
+        """Settle the witness-driven splits once the whole trace has been seen.
+
+        1. Levels: exactly two driven witnesses in one call are a 1G then a 2M split; others 2M.
+        2. Reconciliation: a model split that no witness explains means the kernel had split
+           that region already, in a call the model could not place.  When an earlier
+           direct-map witness_driven split is outstanding, they are the same split: the
+           split keeps the region the model found and takes the witness (and its
+           SYSTEM_RUNNING state, which decides whether vmstat counted it).  Unwitnessed
+           splits are taken in time order, 2M before 1G within one call (the 1G split came
+           first in the kernel), each matched with the latest outstanding witness before it.
+        """
         groups: dict[tuple, list[SplitRecord]] = defaultdict(list)
         for r in self.records:
             if r.source == "witness_driven":
                 groups[r.group].append(r)
-        w = self.w
-        w.driven_l2 = w.driven_l3 = w.driven_running_l2 = w.driven_running_l3 = 0
         for recs in groups.values():
             for k, r in enumerate(recs):
                 r.level = 3 if len(recs) == 2 and k == 0 else 2
-                if r.level == 3:
-                    w.driven_l3 += 1
-                    w.driven_running_l3 += r.running
-                else:
-                    w.driven_l2 += 1
-                    w.driven_running_l2 += r.running
+        if reconcile:
+            self._reconcile()
+        w = self.w
+        w.driven = w.driven_l2 = w.driven_l3 = w.driven_running_l2 = w.driven_running_l3 = 0
+        for r in self.records:
+            if r.source != "witness_driven":
+                continue
+            w.driven += 1
+            if r.level == 3:
+                w.driven_l3 += 1
+                w.driven_running_l3 += r.running
+            else:
+                w.driven_l2 += 1
+                w.driven_running_l2 += r.running
+
+    def _reconcile(self) -> None:
+        lonely = sorted((r for r in self.records if r.kind == "split" and r.source != "witness_driven"
+                         and r.witness < 0), key=lambda r: (r.ts_ns, r.level))
+        outstanding = [r for r in self.records if r.source == "witness_driven" and r.consumer != "highmap"]
+        merged: set[int] = set()
+        for r in lonely:
+            cands = [c for c in outstanding if id(c) not in merged and c.ts_ns <= r.ts_ns]
+            if not cands:
+                continue
+            c = max(cands, key=lambda c: (c.ts_ns, c.event))
+            merged.add(id(c))
+            if r.running != c.running:  # the model counted it at its own time; the kernel at the witness's
+                key = "direct_map_level3_splits" if r.level == 3 else "direct_map_level2_splits"
+                self.vmstat_fix[key] += 1 if c.running else -1
+            r.running, r.witness, r.source = c.running, c.witness, f"{r.source}+reconciled"
+            self.w.reconciled += 1
+        self.records = [r for r in self.records if id(r) not in merged]
 
     # ------------------------------------------------------------------ results
     def counters(self) -> dict[str, int]:
         """The model's counters plus the splits of unknown region (witness_driven), as the kernel counts them."""
         out = dict(self.dmap.counters)
         w = self.w
-        out["direct_map_level2_splits"] += w.driven_running_l2
-        out["direct_map_level3_splits"] += w.driven_running_l3
+        out["direct_map_level2_splits"] += w.driven_running_l2 + self.vmstat_fix["direct_map_level2_splits"]
+        out["direct_map_level3_splits"] += w.driven_running_l3 + self.vmstat_fix["direct_map_level3_splits"]
         # split_page_count(): a 1G split moves 1 -> 512 2M, a 2M split 1 -> 512 4K
         out["DirectMap1G"] -= w.driven_l3 << 20
         out["DirectMap2M"] += (w.driven_l3 * 512 - w.driven_l2) << 11
@@ -331,8 +366,9 @@ class FaithfulEngine:
             "witness_bound": self.w.bound,
             "witness_unexplained": self.w.unexplained,
             "witness_driven": self.w.driven,
+            "witness_reconciled": self.w.reconciled,
             "split_without_witness": sum(1 for r in model_splits if r.witness < 0),
-            "witness_total": self.w.bound + self.w.unexplained + self.w.driven,
+            "witness_total": self.w.bound + self.w.unexplained + self.w.driven + self.w.reconciled,
         }
 
     def public_stats(self) -> dict[str, int]:

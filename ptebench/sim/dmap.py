@@ -156,3 +156,10 @@ class DirectMap:
     def events(self) -> np.ndarray:
         """The split/collapse log: rows of (op, pfn, level, kind 0=split 1=collapse)."""
         return self.log[: int(self.log_n[0])].copy()
+
+    @classmethod
+    def from_memmap(cls, memmap: list[dict[str, Any]], **kw: Any) -> DirectMap:
+        """The layout boot builds from a memory map (delegates to ``layout.layout_from_memmap``)."""
+        from ptebench.sim.layout import layout_from_memmap
+
+        return layout_from_memmap(memmap, **kw)
