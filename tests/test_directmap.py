@@ -308,3 +308,51 @@ def test_from_dump_matches_every_dump_total():
             dump = B.parse_direct_map_dump(dump_file.read_text(), file=str(dump_file))
             dm = DirectMap.from_dump(dump)
             assert dm.regions_on_4k() == dump["regions_2m_on_4k"], dump_file
+
+
+def ref_from(dm: DirectMap) -> RefDirectMap:
+    """An oracle holding the same layout as ``dm`` (built through the oracle's own mapping calls)."""
+    ref = RefDirectMap(collapse_rules=dm.kernel >= (6, 15), gbpages=dm.gbpages)
+    st_ = dm.state
+    for g in range(len(st_["pud"])):
+        if st_["pud"][g] == D.LEAF:
+            ref.map_1g(g, int(st_["attr1g"][g]))
+        elif st_["pud"][g] == D.TABLE:
+            for m in range(g * 512, g * 512 + 512):
+                if st_["pmd"][m] == D.LEAF:
+                    ref.map_2m(m, int(st_["attr2m"][m]))
+                elif st_["pmd"][m] == D.TABLE:
+                    ref.map_4k_table(m, [int(a) for a in st_["attr4k"][m * M: (m + 1) * M]])
+    ref.c["l2_split"], ref.c["l3_split"] = (dm.counters["direct_map_level2_splits"],
+                                            dm.counters["direct_map_level3_splits"])
+    return ref
+
+
+@pytest.mark.parametrize("name", ["secretmem_64", "modules"])
+def test_real_replay_streams_match_reference_after_every_op(tmp_path, name, monkeypatch):
+    """The CPA calls a faithful replay of a real capture makes, through both models, state compared after each."""
+    out = tmp_path / "t.parquet"
+    ptebench.ingest(_bundle_dir(name), out)
+    recorded: list = []
+    initial: list = []
+    real_apply = DirectMap.apply
+
+    def spy(self, ops):
+        if not initial:
+            initial.append(DirectMap.from_dump(ptebench.load(out).bundle["snapshots"]["before"]["dmdump"]))
+            initial[0].set_vmstat(ptebench.load(out).bundle["snapshots"]["before"]["vmstat"])
+        recorded.extend(zip(ops.pfn.tolist(), ops.npages.tolist(), ops.set_mask.tolist(), ops.clr_mask.tolist(),
+                            ops.flags.tolist(), strict=True))
+        return real_apply(self, ops)
+
+    monkeypatch.setattr(DirectMap, "apply", spy)
+    result = ptebench.replay(out)
+    monkeypatch.undo()
+    assert recorded and result.counters["delta"]["direct_map_level2_splits"] >= 1
+    dm = initial[0]
+    ref = ref_from(dm)
+    base_log = len(ref.log)
+    for i, (pfn, n, setm, clrm, flags) in enumerate(recorded):
+        apply_both(dm, ref, i, pfn, n, setm, clrm, flags)
+        same(dm, ref)
+    assert len(ref.log) - base_log == result.counters["delta"]["splits_all"]
