@@ -40,13 +40,13 @@ def _open(path: Path):
         yield load(out)
 
 
-def _replay_kw(consumers, no_kprobes, initial, running_from, nogbpages, kernel) -> dict:
+def _replay_kw(consumers, no_kprobes, initial, running_from, nogbpages, kernel, no_driven=False) -> dict:
     try:
         major, minor = (int(x) for x in kernel.split(".")[:2])
     except ValueError as exc:
         raise PtebenchError(f"bad --kernel {kernel!r}", expected="MAJOR.MINOR, e.g. 6.1 or 6.15") from exc
     return {"consumers": consumers, "use_kprobes": not no_kprobes, "initial": initial, "running_from": running_from,
-            "gbpages": not nogbpages, "kernel": (major, minor)}
+            "gbpages": not nogbpages, "kernel": (major, minor), "witness_driven": not no_driven}
 
 
 ConsumersOpt = Annotated[Path | None, typer.Option("--consumers", help="Consumer rules TOML (default: the bundled "
@@ -58,6 +58,8 @@ InitialOpt = Annotated[str, typer.Option("--initial", help="Initial direct map: 
 RunningOpt = Annotated[str, typer.Option("--running-from", help="SYSTEM_RUNNING moment, before which vmstat does not "
                                                                "count splits: auto (dmesg 'Run /init'), start, or ns.")]
 NoGbOpt = Annotated[bool, typer.Option("--nogbpages", help="Rule-built layouts without 1G pages (nogbpages).")]
+NoDrivenOpt = Annotated[bool, typer.Option("--no-witness-driven", help="Report witnesses of calls the model cannot "
+                                         "place as unexplained instead of counting them as splits of unknown region.")]
 KernelOpt = Annotated[str, typer.Option("--kernel", help="Kernel version whose CPA rules apply (collapse from 6.15).")]
 
 
@@ -103,10 +105,11 @@ def replay_cmd(
                                                                      "(Parquet) here.")] = None,
     consumers: ConsumersOpt = None, no_kprobes: NoKprobesOpt = False, initial: InitialOpt = "auto",
     running_from: RunningOpt = "auto", nogbpages: NoGbOpt = False, kernel: KernelOpt = "6.1",
+    no_witness_driven: NoDrivenOpt = False,
     top: Annotated[int, typer.Option(help="Rows of the split table to print.")] = 20,
 ) -> None:
     """Replay a trace through the direct-map model: split counts, direct-map composition, who split it."""
-    kw = _replay_kw(consumers, no_kprobes, initial, running_from, nogbpages, kernel)
+    kw = _replay_kw(consumers, no_kprobes, initial, running_from, nogbpages, kernel, no_witness_driven)
     with _open(trace) as tr:
         result = replay(tr, variant=variant, mode=mode, **kw)
     _print_result(result, top)

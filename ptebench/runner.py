@@ -160,11 +160,13 @@ def _last_alloc_pfn(ch, carry: dict[int, int]) -> np.ndarray:
 def replay(trace: str | Path | Trace, *, variant: str = "none", mode: str = "faithful", consumers: str | Path |
            None = None, use_kprobes: bool = True, initial: str = "auto", gbpages: bool = True,
            kernel: tuple[int, int] = (6, 1), running_from: str | int | None = "auto",
-           chunk_rows: int = 1 << 20) -> Result:
+           witness_driven: bool = True, chunk_rows: int = 1 << 20) -> Result:
     """Replay an ingested trace through the direct-map model and return the kernel-named counters.
 
     ``mode="faithful"`` keeps every page where the kernel put it and applies each consumer's
     direct-map changes there; splits come only from the CPA model (see ``engine/faithful.py``).
+    ``witness_driven=False`` reports the witnesses of calls the model cannot place as
+    unexplained instead of counting them as splits of unknown region.
     """
     if variant not in VARIANTS:
         raise PtebenchError(f"unknown variant {variant!r}", expected=f"one of {', '.join(VARIANTS)}")
@@ -181,7 +183,8 @@ def replay(trace: str | Path | Trace, *, variant: str = "none", mode: str = "fai
     t1 = time.perf_counter()
     start_counters = st.dmap.counters
     engine = FaithfulEngine(st.dmap, rules, tr.stack_index, amap, binding,
-                            Options(use_kprobes=use_kprobes, running_from_ns=st.running_from_ns))
+                            Options(use_kprobes=use_kprobes, running_from_ns=st.running_from_ns,
+                                    witness_driven=witness_driven))
     events = 0
     for ch in iter_chunks(tr, chunk_rows):
         engine.feed(ch)
@@ -199,7 +202,7 @@ def replay(trace: str | Path | Trace, *, variant: str = "none", mode: str = "fai
         pairing=engine.pairing.stats,
         consumers={rules.names[i]: int(n) for i, n in enumerate(engine.consumer_allocs) if n},
         engine={"events": events, "layout_from": st.layout_from, "running_from": st.running_from,
-                "consumer_rules": rules.source, "use_kprobes": use_kprobes, "kernel": ".".join(map(str, kernel)),
+                "consumer_rules": rules.source, "use_kprobes": use_kprobes, "witness_driven": witness_driven, "kernel": ".".join(map(str, kernel)),
                 "gbpages": gbpages, **pre, **engine.public_stats()},
         warnings=_warnings(tr, engine),
         splits=_split_table(engine, tr),

@@ -127,6 +127,11 @@ def test_modules_without_kprobes_are_witness_driven(ingested):
                               "witness_reconciled": 0, "split_without_witness": 0, "witness_total": 3}
     assert result.regions["unplaced_splits"] == 3 and result.regions["match"]
     assert (result.splits["source"] == "witness_driven").all() and (result.splits["pfn"] == -1).all()
+    strict = ptebench.replay(ingested("modules"), use_kprobes=False, witness_driven=False)
+    assert strict.counters["delta"]["direct_map_level2_splits"] == 0
+    assert strict.witness["witness_unexplained"] == 3 and strict.witness["witness_driven"] == 0
+    assert strict.engine["unplaceable_witnesses_noprobe"] == 3
+    assert any("did not explain" in w for w in strict.warnings)
 
 
 def test_module_areas_are_bound_at_unload(ingested):

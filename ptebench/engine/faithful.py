@@ -58,6 +58,9 @@ CPA_FRAME = "__change_page_attr_set_clr"
 class Options:
     use_kprobes: bool = True
     running_from_ns: int | None = None  # None: running throughout
+    # count witnesses of unplaceable calls as splits of unknown region (the default), or report them
+    # as witness_unexplained and leave the counters to the model alone
+    witness_driven: bool = True
 
 
 @dataclass
@@ -288,6 +291,11 @@ class FaithfulEngine:
 
     def _drive(self, g: int, ch: Chunk, j: int, running: int, group: tuple) -> None:
         """A witness the model cannot place: count it as a split of unknown region (level fixed in finish())."""
+        if not self.opt.witness_driven:
+            self.w.unexplained += 1
+            self.w.unexplained_events.append(g)
+            self.stats[f"unplaceable_witnesses_{group[0]}"] += 1
+            return
         self.records.append(SplitRecord(event=g, ts_ns=int(ch.ts[j]), line=int(ch.line[j]), pfn=-1, level=2,
                                         kind="split", source="witness_driven", consumer=str(group[0]),
                                         stack=int(ch.stack[j]), running=bool(running), witness=g, group=group))
