@@ -61,18 +61,21 @@ def frame_table(df: pd.DataFrame, title: str, *, index: bool = False) -> Table:
 def ingest_cmd(
     inputs: Annotated[list[str], typer.Argument(help="Trace files (plain, .gz, .xz, .zst), '-' for stdin, or one capture bundle directory. Several files are parts of one trace, merged by time.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="The Parquet file to write.")],
-    fmt: Annotated[str | None, typer.Option("--format", help="Input format (default: detect). Supported: ftrace.")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="Input format (default: detected per input): ftrace, trace-cmd (report text), perf-script, systrace (HTML), trace-dat (through 'trace-cmd report').")] = None,
     lenient: Annotated[bool, typer.Option("--lenient", help="Skip malformed lines and count them by reason instead of failing.")] = False,
-    kernel_version: Annotated[str | None, typer.Option("--kernel-version", help="Kernel release the trace came from, when no bundle says it.")] = None,
+    kernel_version: Annotated[str | None, typer.Option("--kernel-version", help="Kernel release the trace came from, when no bundle says it (picks the gfp table and migratetype numbering).")] = None,
+    event_formats: Annotated[Path | None, typer.Option("--event-formats", help="Directory of the kernel's events/kmem/<event>/format files: fixes printed fields, pfn radix, gfp table and migratetype numbering.")] = None,
 ) -> None:
     """Parse trace text or a capture bundle into one Parquet file with versioned metadata."""
     with Progress(TextColumn("[bold]ingest"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True) as progress:
         task = progress.add_task("ingest", total=None)
         result = api_ingest(inputs, out, fmt=fmt, lenient=lenient, kernel_version=kernel_version,
-                            on_bytes=lambda n: progress.advance(task, n))
+                            event_formats=event_formats, on_bytes=lambda n: progress.advance(task, n))
     console.print(f"wrote [bold]{result.out}[/]: {result.rows:,} events, {result.stacks:,} stacks "
                   f"({result.unique_stacks:,} unique)")
+    console.print("format: " + ", ".join(f"{d['format']} ({d['detected_from']})" for d in result.formats)
+                  + f"; gfp table {result.gfp_table or 'none'} ({result.gfp_table_from})", highlight=False, markup=False)
     events = pd.DataFrame({"event": list(result.events), "count": list(result.events.values())})
     console.print(frame_table(events.sort_values("count", ascending=False), "events"))
     for label, counts in (("skipped lines (lenient)", result.skipped), ("warnings", result.warnings)):
@@ -94,6 +97,12 @@ def info_cmd(
     console.print(f"[bold]{trace_file}[/]  kernel {ov['kernel_release'] or 'unknown'}  "
                   f"{ov['rows']:,} events over {span:.6f} s on CPUs {ov['cpus']}  "
                   f"(timestamp resolution {ov['ts_resolution_ns']} ns)")
+    console.print("format: " + ", ".join(f"{d['format']} ({d['detected_from']})" for d in ov["source_formats"]),
+                  highlight=False, markup=False)
+    era = ov["kernel_era"] or {}
+    console.print(f"kernel era: >= {era.get('min') or '?'}, < {era.get('before') or '?'} ({era.get('from', '')}); "
+                  f"gfp table {ov['gfp_table'] or 'none'} ({ov['gfp_table_from']}); "
+                  f"migratetypes {ov['migratetype_table']}", highlight=False, markup=False)
     console.print(f"stacks: {ov['stacks']['attached']:,} attached, {ov['stacks']['unique']:,} unique, "
                   f"{ov['stacks']['frames']:,} distinct frames")
     console.print(frame_table(summary.event_counts(trace), "events by type"))
@@ -107,8 +116,13 @@ def info_cmd(
     losses = ov["losses"]
     style = "red" if losses else "green"
     console.print(f"[{style}]lost-event records: {len(losses)}[/]")
-    for loss in losses[:20]:
-        console.print(f"  {loss['kind']} cpu={loss['cpu']} count={loss['count']} at line {loss['line']}")
+    if losses:
+        lt = summary.loss_table(trace).head(20)
+        for col in ("from_ts_ns", "to_ts_ns"):
+            lt[col] = [("start" if col == "from_ts_ns" else "end") if pd.isna(v) else f"{v / 1e9:.6f}" for v in lt[col]]
+        lt = lt.astype(object).where(lt.notna(), "-")
+        console.print(frame_table(lt.rename(columns={"from_ts_ns": "missing from (s)", "to_ts_ns": "to (s)"}),
+                                  "lost data (per CPU: events between the two times are missing)"))
     for label in ("skipped", "warnings", "inversions_per_cpu"):
         if ov[label]:
             console.print(f"[yellow]{label}:[/] {ov[label]}")

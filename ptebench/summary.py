@@ -35,11 +35,57 @@ def overview(trace: Trace) -> dict[str, Any]:
         "kernel_release": meta.get("kernel_release"),
         "sources": [s["name"] for s in meta["sources"]],
         "stacks": meta["stacks"],
+        "format": meta.get("format"),
+        "kernel_era": meta.get("kernel_era"),
+        "gfp_table": meta.get("gfp_table"),
+        "gfp_table_from": meta.get("gfp_table_from", ""),
+        "migratetype_table": meta.get("migratetype_table"),
+        "source_formats": meta.get("source_formats", []),
         "losses": meta["losses"],
         "skipped": meta["skipped"],
         "warnings": meta["warnings"],
         "inversions_per_cpu": meta["inversions_per_cpu"],
     }
+
+
+def loss_table(trace: Trace) -> pd.DataFrame:
+    """Lost-data records in input order: where each one is and the time window it leaves empty.
+
+    ``from_ts_ns`` / ``to_ts_ns`` bound the missing data on that CPU (the last event on the CPU
+    before the marker and the first after it; null when the trace has none).  An overwritten
+    buffer (``entries-in-buffer`` below ``entries-written``) names no CPU: its window ends at the
+    first surviving event of the trace.
+    """
+    rows = []
+    for loss in trace.meta.get("losses", []):
+        to = loss.get("next_ts_ns")
+        if loss["kind"] == "overwritten":
+            firsts = list(loss.get("next_ts_ns_per_cpu", {}).values())
+            to = min(firsts) if firsts else None
+        rows.append({"kind": loss["kind"], "cpu": loss["cpu"], "count": loss["count"], "src": loss["src"],
+                     "line": loss["line"], "from_ts_ns": loss.get("prev_cpu_ts_ns"), "to_ts_ns": to})
+    columns = ["kind", "cpu", "count", "src", "line", "from_ts_ns", "to_ts_ns"]
+    df = pd.DataFrame(rows, columns=columns)
+    for col in ("cpu", "count", "src", "line", "from_ts_ns", "to_ts_ns"):
+        df[col] = df[col].astype("Int64")
+    return df
+
+
+def loss_windows(trace: Trace) -> dict[int, list[tuple[int | None, int | None, str, int | None]]]:
+    """Per CPU, the time windows in which events are missing: ``(from_ts_ns, to_ts_ns, kind, count)``.
+
+    ``None`` bounds are open (the start or the end of the trace).  An overwritten buffer lost the
+    oldest events of every CPU: a window from the start to that CPU's first surviving event.
+    """
+    out: dict[int, list[tuple[int | None, int | None, str, int | None]]] = {}
+    for loss in trace.meta.get("losses", []):
+        if loss["kind"] == "overwritten":
+            for cpu, first in loss.get("next_ts_ns_per_cpu", {}).items():
+                out.setdefault(int(cpu), []).append((None, first, loss["kind"], None))
+            continue
+        out.setdefault(int(loss["cpu"]), []).append(
+            (loss.get("prev_cpu_ts_ns"), loss.get("next_ts_ns"), loss["kind"], loss["count"]))
+    return {cpu: out[cpu] for cpu in sorted(out)}
 
 
 def event_counts(trace: Trace) -> pd.DataFrame:
@@ -50,12 +96,14 @@ def event_counts(trace: Trace) -> pd.DataFrame:
 
 
 def order_by_migratetype(trace: Trace) -> pd.DataFrame:
-    """Successful allocations: rows = order, columns = migratetype name (perf kmem's matrix)."""
+    """Successful allocations: rows = order, columns = migratetype name (perf kmem's matrix), named
+    with the trace's own numbering (``migratetype_names`` in the metadata: it changed in 4.4)."""
     ev = trace.events
     allocs = ev[(ev["event"] == ALLOC) & (ev["failed"] == False)]  # noqa: E712 - nullable boolean
     if allocs.empty:
         return pd.DataFrame()
-    mt = allocs["migratetype"].astype("Int64").map(lambda m: MIGRATETYPES_4_4.get(int(m), str(m)))
+    names = {int(k): v for k, v in trace.meta.get("migratetype_names", {}).items()} or MIGRATETYPES_4_4
+    mt = allocs["migratetype"].astype("Int64").map(lambda m: names.get(int(m), str(m)))
     table = pd.crosstab(allocs["order"].astype("Int64"), mt)
     table.index.name = "order"
     table.columns.name = "migratetype"

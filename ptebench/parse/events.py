@@ -20,10 +20,18 @@ class Field:
     key: str  # as printed: "pfn", "gfp_flags", ...
     kind: int  # V_PTR, V_INT or V_STR
     column: str | None  # the events-table column it fills (None: not stored)
+    required: bool = True  # keyed parsing: must be present
+    default: int | None = None  # keyed parsing: value when absent (None: null)
 
 
-def _f(key: str, kind: int = V_INT, column: str | None = None) -> Field:
-    return Field(key, kind, column if column is not None else (None if kind == V_PTR else key))
+def _f(key: str, kind: int = V_INT, column: str | None = None, *, required: bool = True,
+       default: int | None = None) -> Field:
+    col = column if column is not None else (None if kind == V_PTR else key)
+    return Field(key, kind, col, required, default)
+
+
+def _opt(key: str, kind: int = V_INT, column: str | None = None, default: int | None = None) -> Field:
+    return _f(key, kind, column, required=False, default=default)
 
 
 #: kmem page events -> printed fields, in TP_printk order (include/trace/events/kmem.h, 6.1)
@@ -46,6 +54,30 @@ KMEM_EVENTS: dict[str, tuple[Field, ...]] = {
         _f("alloc_migratetype"), _f("fallback_migratetype"), _f("fragmenting"), _f("change_ownership"),
     ),
 }
+
+#: the same events parsed by key, in any order, for field lists other than the 6.1 TP_printk one:
+#: kernels before 4.1 (``page=`` and a pfn computed at print time), the ``cold=`` of batched frees
+#: before 4.15 (Mel Gorman, "mm, Remove cold parameter from free_hot_cold_page*"), vendor fields
+#: (``nr_free=`` in Samsung's Android 4.x kernels), and the raw struct fields that libtraceevent
+#: prints for ``trace-cmd report -R`` and ``[FAILED TO PARSE]``: ``pfn order gfp_flags migratetype``
+#: with no ``page``, no ``order`` in batched frees (always 0), no ``percpu_refill`` before 5.19
+#: (10e0f7530205 made it a recorded field), no ``pageblock_order``/``fragmenting`` in extfrag.
+KMEM_KEYED: dict[str, tuple[Field, ...]] = {
+    "mm_page_alloc": (_opt("page", V_PTR), _f("pfn"), _f("order"), _f("migratetype"), _f("gfp_flags", V_STR, "gfp")),
+    "mm_page_free": (_opt("page", V_PTR), _f("pfn"), _f("order")),
+    "mm_page_free_batched": (_opt("page", V_PTR), _f("pfn"), _opt("order", default=0), _opt("cold", column="")),
+    "mm_page_alloc_zone_locked": (
+        _opt("page", V_PTR), _f("pfn"), _f("order"), _f("migratetype"), _opt("percpu_refill"),
+    ),
+    "mm_page_pcpu_drain": (_opt("page", V_PTR), _f("pfn"), _f("order"), _f("migratetype")),
+    "mm_page_alloc_extfrag": (
+        _opt("page", V_PTR), _f("pfn"), _f("alloc_order"), _f("fallback_order"), _opt("pageblock_order"),
+        _f("alloc_migratetype"), _f("fallback_migratetype"), _opt("fragmenting"), _opt("change_ownership"),
+    ),
+}
+
+#: names before "mm: tracepoint: rename page-free events" (Konstantin Khlebnikov, 3.3) -> current
+LEGACY_EVENT_NAMES = {"mm_page_free_direct": "mm_page_free", "mm_pagevec_free": "mm_page_free_batched"}
 
 #: typed columns filled from kmem fields -> Arrow type
 INT_COLUMNS: dict[str, pa.DataType] = {

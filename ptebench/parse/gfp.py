@@ -12,6 +12,11 @@ Debian 6.1 build the bundled captures come from.  Other eras are issue #3's.
 
 from __future__ import annotations
 
+import re
+
+_HEX = re.compile(r"^0x[0-9a-fA-F]{1,16}$")
+_DECIMAL = re.compile(r"^[0-9]{1,20}$")
+
 # include/linux/gfp_types.h, Linux 6.1: ___GFP_* bit values
 _BITS_6_1: dict[str, int] = {
     "__GFP_DMA": 0x01,
@@ -89,17 +94,20 @@ def gfp_mask(text: str) -> int | None:
     """The numeric mask of a printed gfp string, or None when a name is unknown.
 
     ``"GFP_KERNEL|__GFP_ZERO"`` -> 0xdc0; ``"none"`` -> 0; a numeric ``0x...``
-    part (leftover bits, or a whole mask printed by a user-space tool) is taken as is.
+    part (leftover bits, or a whole mask printed by a user-space tool) is taken as is, and so
+    is a decimal number (libtraceevent prints an unsigned ``gfp_t`` field that way under
+    ``[FAILED TO PARSE]`` and ``trace-cmd report -R``: ``tep_print_field_content()``).
     """
     if text == "none":
         return 0
+    if _DECIMAL.match(text):
+        return int(text) if int(text) < 1 << 64 else None
     mask = 0
     for part in text.split("|"):
         if part.startswith("0x"):
-            try:
-                mask |= int(part, 16)
-            except ValueError:
+            if not _HEX.match(part):
                 return None
+            mask |= int(part, 16)
             continue
         value = GFP_NAMES.get(part)
         if value is None:

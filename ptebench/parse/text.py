@@ -1,4 +1,4 @@
-"""The kernel's ftrace text (``trace``, ``trace_pipe``, per-CPU files) into event columns.
+"""Trace text (the kernel's ``trace``/``trace_pipe``, ``trace-cmd report``, ``perf script``) into event columns.
 
 :class:`TextParser` consumes line-aligned chunks (see ``source.py``) and keeps the
 state that crosses chunk boundaries: the input order (``seq``), the last event of
@@ -20,23 +20,64 @@ import pyarrow.compute as pc
 
 from ptebench.errors import PtebenchError
 from ptebench.parse import _scan as S
-from ptebench.parse.events import BOOL_COLUMNS, INT_COLUMNS, KMEM_EVENTS, is_tracing_frame
+from ptebench.parse.events import (
+    BOOL_COLUMNS,
+    INT_COLUMNS,
+    KMEM_EVENTS,
+    KMEM_KEYED,
+    LEGACY_EVENT_NAMES,
+    Field,
+    is_tracing_frame,
+)
 from ptebench.parse.stacks import Interner, StackTable
 
 NULL_INT = np.iinfo(np.int64).min  # "no value" in int columns until they become Arrow arrays
 _POW10 = np.array([10**k for k in range(10)], dtype=np.int64)
 
+# kernel/trace/trace.c print_trace_line(): "CPU:%d [LOST %lu EVENTS]" (or "[LOST EVENTS]", count unknown)
 _LOST_RE = re.compile(r"^CPU:(\d+) \[LOST (?:(\d+) )?EVENTS\]\s*$")
+# trace-cmd lib/trace-cmd/trace-input.c / tracecmd/trace-read.c: "CPU:%d [%lld EVENTS DROPPED]" or "[EVENTS DROPPED]"
 _DROPPED_RE = re.compile(r"^CPU:(\d+) \[(?:(\d+) )?EVENTS DROPPED\]\s*$")
+# kernel/trace/trace.c test_cpu_buff_start() (options/annotate): the CPU's buffer begins later than the others
 _STARTED_RE = re.compile(r"^#{5} CPU (\d+) buffer started #{4}\s*$")
 _LOSS_MARKERS = (("lost", _LOST_RE), ("dropped", _DROPPED_RE), ("buffer_started", _STARTED_RE))
+# trace-cmd report --debug: a new sub-buffer page; no data is missing
+_SUBBUFFER_RE = re.compile(r"^CPU:\d+ \[SUBBUFFER START\]")
 _ENTRIES_RE = re.compile(r"^# entries-in-buffer/entries-written: (\d+)/(\d+)\s+#P:(\d+)")
+# trace-cmd report (tracecmd/trace-read.c): "version = %s" (older releases, on stdout), "cpus=%d",
+# "CPU %d is empty"; Android atrace: a "TRACE:" line before the kernel's text
+_PREAMBLE_RES = (
+    ("version", re.compile(r"^version = (\d+)\s*$")),
+    ("cpus", re.compile(r"^cpus=(\d+)\s*$")),
+    ("empty_cpu", re.compile(r"^CPU (\d+) is empty\s*$")),
+    ("atrace", re.compile(r"^TRACE:\s*$")),
+)
 
-_EXPECT_PREFIX = {
-    S.E_PREFIX: 'an ftrace line "comm-pid [cpu] flags timestamp: event: fields"',
-    S.E_TIMESTAMP: 'a timestamp "seconds.fraction:" after "[cpu]" and the optional irq-info flags',
-    S.E_EVENT: 'an event name followed by ":" after the timestamp',
+#: the text layout of each input format (formats.py lists the formats)
+FORMAT_MODES = {"ftrace": S.M_FTRACE, "trace-cmd": S.M_TRACECMD, "perf-script": S.M_PERF,
+                "systrace": S.M_FTRACE, "trace-dat": S.M_TRACECMD}
+
+_LAYOUT = {
+    S.M_FTRACE: 'an ftrace line "comm-pid [cpu] flags timestamp: event: fields"',
+    S.M_TRACECMD: 'a trace-cmd report line "comm-pid [cpu] timestamp: event: fields"',
+    S.M_PERF: 'a perf script line "comm tid [cpu] timestamp: system:event: fields"',
 }
+
+
+def _expect(mode: int, err: int) -> str:
+    if err == S.E_PREFIX:
+        return _LAYOUT[mode]
+    if err == S.E_TIMESTAMP:
+        return 'a timestamp "seconds.fraction:" after "[cpu]"' + (
+            "" if mode == S.M_PERF else " and the optional irq-info flags")
+    return 'an event name followed by ":" after the timestamp'
+
+
+#: lines a chunk is made of, as counted in the metadata's ``line_kinds``
+K_SKIPPED = 8  # a bad line skipped in lenient mode
+K_PARTIAL = 9  # an unterminated last line
+_LINE_KIND_NAMES = {S.K_STACK: "stack", S.K_USTACK: "stack", S.K_FRAME: "frame", S.K_COMMENT: "comment",
+                    S.K_BLANK: "blank", S.K_MARKER: "marker", K_SKIPPED: "skipped", K_PARTIAL: "partial"}
 
 #: first stack frames that name the event the stack was recorded for
 _NAMING_FRAMES = ("trace_event_raw_event_", "perf_trace_")
@@ -47,15 +88,18 @@ _PROBE_RE = re.compile(rb"^\((\w+)\+0x[0-9a-f]+/0x[0-9a-f]+\)")
 _KIND_NAMES = {S.V_PTR: "<pointer>", S.V_INT: "<integer>", S.V_STR: "<flags>"}
 
 
-def _field_spec(event: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    fields = KMEM_EVENTS[event]
+def _field_spec(fields: tuple[Field, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     keys = b"".join(f.key.encode() for f in fields)
     offs = np.cumsum([0] + [len(f.key) for f in fields]).astype(np.int64)
     kinds = np.array([f.kind for f in fields], dtype=np.int64)
-    return np.frombuffer(keys, dtype=np.uint8), offs, kinds
+    required = np.array([f.required for f in fields], dtype=np.bool_)
+    return np.frombuffer(keys, dtype=np.uint8), offs, kinds, required
 
 
-_SPECS = {name: _field_spec(name) for name in KMEM_EVENTS}
+_KEYED_SPECS = {name: _field_spec(fields) for name, fields in KMEM_KEYED.items()}
+
+#: value ranges of the typed columns: the Arrow type's, pfn non-negative or -1UL (failure, raw output)
+_RANGES = {name: (-1, (1 << 52) - 1) if name == "pfn" else (-128, 127) for name in INT_COLUMNS}
 
 
 @dataclass
@@ -71,31 +115,47 @@ class ParseStats:
     inversions: Counter[int] = field(default_factory=Counter)  # cpu -> ts decreases in input order
     frac_digits: set[int] = field(default_factory=set)
     pfn_radix: set[str] = field(default_factory=set)
+    pages: set[str] = field(default_factory=set)  # how page=%p looks: hashed, raw, user-space, null
+    flag_lengths: set[int] = field(default_factory=set)  # irq-info flag characters per line
+    header_lines: list[str] = field(default_factory=list)  # the first comment lines (era evidence)
     cpus: set[int] = field(default_factory=set)
+    first_ts_cpu: dict[int, dict[int, int]] = field(default_factory=dict)  # src -> cpu -> first ts (input order)
+    line_kinds: Counter[str] = field(default_factory=Counter)
+    keyed_rows: Counter[str] = field(default_factory=Counter)  # kmem events parsed by key, not in printk order
+    renamed: dict[str, str] = field(default_factory=dict)  # event name as printed -> stored name
+    preamble: dict[int, dict[str, object]] = field(default_factory=dict)  # src -> trace-cmd/atrace preamble
 
 
 class TextParser:
-    """Parse ftrace text chunk by chunk into column dicts ready for a run file."""
+    """Parse trace text chunk by chunk into column dicts ready for a run file."""
 
-    def __init__(self, *, lenient: bool = False) -> None:
+    def __init__(self, *, lenient: bool = False, specs: dict[str, tuple[Field, ...]] | None = None) -> None:
         self.lenient = lenient
+        # the printed field list of each kmem event: the 6.1 TP_printk ones, or a kernel's own format files
+        self.specs = {name: (fields, _field_spec(fields)) for name, fields in {**KMEM_EVENTS, **(specs or {})}.items()}
         self.seq = 0
         self.stats = ParseStats()
         self.names = {"comm": Interner(), "lat_flags": Interner(), "event": Interner(), "gfp": Interner()}
+        self.raw_events = Interner()  # event names as printed ("kmem:mm_page_alloc", "mm_page_free_direct")
+        self.canon = np.zeros(0, dtype=np.int32)  # raw event code -> stored event code
         self.stacks = StackTable()
         self.last_event: dict[tuple[int, int | None], list[int]] = {}  # ((cpu<<32|pid), event|None) -> [seq, has_stack, event]
         self.last_ts_cpu: dict[int, int] = {}
         self.probe_code: dict[str, int] = {}  # probed function -> event code
         self.probe_seen: set[int] = set()
         self.last_ts = 0
+        self.pending_loss: list[int] = []  # losses still waiting for the next event on their CPU
         self.patches: list[tuple[int, int]] = []  # (seq, stack_id) for owners in earlier chunks
         self.src = 0
         self.file = ""
+        self.mode = S.M_FTRACE
         self.line0 = 0  # lines of the current source consumed so far
 
     # ------------------------------------------------------------------ per source
-    def start_source(self, src: int, name: str) -> None:
+    def start_source(self, src: int, name: str, fmt: str = "ftrace") -> None:
         self.src, self.file, self.line0 = src, name, 0
+        self.mode = FORMAT_MODES[fmt]
+        self.pending_loss = []
 
     def _fail(self, line: int, text: str, message: str, expected: str) -> None:
         raise PtebenchError(message, file=self.file, line=line, text=text, expected=expected)
@@ -114,7 +174,7 @@ class TextParser:
         starts[0] = 0
         starts[1:] = ends[:-1] + 1
         out = np.empty((len(ends), S.NCOL), dtype=np.int64)
-        S.scan_lines(buf, starts, ends, out)
+        S.scan_lines(buf, starts, ends, out, self.mode)
         kind = out[:, S.C_KIND]
         carry = b""
         if not at_eof:
@@ -127,7 +187,7 @@ class TextParser:
             out, starts, ends, kind = out[:cut], starts[:cut], ends[:cut], kind[:cut]
         if partial:
             self.stats.warnings["partial_last_line"] += 1
-            kind[-1] = S.K_BLANK
+            kind[-1] = K_PARTIAL
         self._check_utf8(data, out, starts, ends)
         cols = self._events(data, buf, out, starts, ends)
         self.line0 += len(kind)
@@ -143,7 +203,7 @@ class TextParser:
             except UnicodeDecodeError as exc:
                 i = int(np.searchsorted(ends, pos + exc.start, side="left"))
                 self._bad_line(data, starts, ends, i, "the line is not UTF-8 text", "UTF-8 text", "not_utf8")
-                out[i, S.C_KIND] = S.K_BLANK
+                out[i, S.C_KIND] = K_SKIPPED
                 pos = int(ends[i]) + 1
 
     def _text(self, data: bytes, starts: np.ndarray, ends: np.ndarray, i: int) -> str:
@@ -154,6 +214,22 @@ class TextParser:
             self._fail(self.line0 + i + 1, self._text(data, starts, ends, i), message, expected)
         self.stats.skipped[reason] += 1
 
+    def _preamble(self, text: str) -> bool:
+        """trace-cmd's "version = 6" / "cpus=6" / "CPU 3 is empty" and atrace's "TRACE:" lines."""
+        for key, rx in _PREAMBLE_RES:
+            m = rx.match(text)
+            if m is None:
+                continue
+            pre = self.stats.preamble.setdefault(self.src, {})
+            if key == "empty_cpu":
+                pre.setdefault("empty_cpus", []).append(int(m.group(1)))  # type: ignore[union-attr]
+            elif key == "atrace":
+                pre["atrace"] = True
+            else:
+                pre[key] = int(m.group(1))
+            return True
+        return False
+
     def _rare_lines(self, data: bytes, out: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
         """Headers, markers and malformed lines: few, so handled one by one."""
         kind = out[:, S.C_KIND]
@@ -162,9 +238,12 @@ class TextParser:
             k = kind[i]
             line = self.line0 + int(i) + 1
             if k == S.K_BAD:
-                self._bad_line(data, starts, ends, int(i), "malformed trace line", _EXPECT_PREFIX[int(out[i, S.C_ERR])],
-                               "malformed_line")
-                out[i, S.C_KIND] = S.K_BLANK
+                if self._preamble(text):
+                    kind[i] = S.K_COMMENT
+                    continue
+                self._bad_line(data, starts, ends, int(i), "malformed trace line",
+                               _expect(self.mode, int(out[i, S.C_ERR])), "malformed_line")
+                kind[i] = K_SKIPPED
                 continue
             kind_name, m = next(((name, m) for name, rx in _LOSS_MARKERS if (m := rx.match(text))), ("", None))
             if m:
@@ -172,24 +251,59 @@ class TextParser:
                 self.stats.losses.append({
                     "kind": kind_name, "cpu": int(m.group(1)), "count": int(count) if count else None,
                     "src": self.src, "line": line, "after_ts_ns": self.last_ts, "after_seq": self.seq - 1,
+                    "prev_cpu_ts_ns": self.last_ts_cpu.get(int(m.group(1))), "next_ts_ns": None, "next_seq": None,
                 })
+                kind[i] = S.K_MARKER
                 self._chunk_losses.append((len(self.stats.losses) - 1, int(i)))
                 continue
             if k == S.K_MARKER:
+                if _SUBBUFFER_RE.match(text):
+                    continue
                 self._bad_line(data, starts, ends, int(i), "unknown marker line",
                                '"CPU:N [LOST M EVENTS]" or "CPU:N [M EVENTS DROPPED]"', "unknown_marker")
+                kind[i] = K_SKIPPED
                 continue
+            if len(self.stats.header_lines) < 40:
+                self.stats.header_lines.append(text)
             m = _ENTRIES_RE.match(text)
             if m:
                 in_buf, written, ncpu = (int(g) for g in m.groups())
                 self.stats.headers.append({"src": self.src, "entries_in_buffer": in_buf,
                                            "entries_written": written, "cpus": ncpu})
                 if in_buf < written:
-                    self.stats.losses.append({"kind": "overwritten", "cpu": None, "count": written - in_buf,
-                                              "src": self.src, "line": line, "after_ts_ns": None, "after_seq": None})
+                    # overwrite mode dropped the oldest written-in_buf events, on CPUs the header does not name
+                    self.stats.losses.append({
+                        "kind": "overwritten", "cpu": None, "count": written - in_buf, "src": self.src,
+                        "line": line, "after_ts_ns": None, "after_seq": None, "prev_cpu_ts_ns": None,
+                        "next_ts_ns": None, "next_seq": None,
+                    })
+                    self._chunk_losses.append((len(self.stats.losses) - 1, int(i)))
+
+    def finish(self) -> None:
+        """After the last chunk: an overwritten buffer lost data before each CPU's first surviving event."""
+        for loss in self.stats.losses:
+            if loss["kind"] == "overwritten":
+                first = self.stats.first_ts_cpu.get(int(loss["src"]), {})  # type: ignore[call-overload]
+                loss["next_ts_ns_per_cpu"] = {str(c): t for c, t in sorted(first.items())}
+
+    def _canonical(self, raw: np.ndarray) -> np.ndarray:
+        """Stored event codes: ``kmem:`` dropped from perf's names, pre-3.3 names renamed."""
+        values = self.raw_events.values
+        if len(self.canon) < len(values):
+            names = []
+            for name in values[len(self.canon) :]:
+                stored = name.removeprefix("kmem:")
+                stored = LEGACY_EVENT_NAMES.get(stored, stored)
+                if stored != name:
+                    self.stats.renamed[name] = stored
+                names.append(stored)
+            codes = self.names["event"].encode(pa.array(names, type=pa.string()))
+            self.canon = np.concatenate([self.canon, codes]).astype(np.int32)
+        return self.canon[raw] if len(raw) else raw.astype(np.int32)
 
     def _events(self, data, buf, out, starts, ends) -> dict[str, np.ndarray | pa.Array] | None:
         self._chunk_losses: list[tuple[int, int]] = []
+        self._chunk = (data, starts, ends)
         self._rare_lines(data, out, starts, ends)
         kind = out[:, S.C_KIND]
         ev_lines = np.flatnonzero(kind == S.K_EVENT)
@@ -199,7 +313,7 @@ class TextParser:
         self.seq += n
         keep = np.ones(n, dtype=bool)
         # -------- names
-        ev_code = self.names["event"].encode(self._slices(buf, rows, S.C_EV_S, S.C_EV_E))
+        ev_code = self._canonical(self.raw_events.encode(self._slices(buf, rows, S.C_EV_S, S.C_EV_E)))
         event_names = self.names["event"].values
         cols: dict[str, np.ndarray | pa.Array] = {}
         for name in INT_COLUMNS:
@@ -213,16 +327,15 @@ class TextParser:
         generic = np.ones(n, dtype=bool)
         for code in np.unique(ev_code):
             name = event_names[code]
-            spec = KMEM_EVENTS.get(name)
-            if spec is None:
+            if name not in KMEM_EVENTS:
                 continue
             sel = np.flatnonzero(ev_code == code)
             generic[sel] = False
-            self._kmem_fields(data, buf, name, spec, sel, rows, ev_lines, starts, ends, cols, keep,
-                              gfp_s, gfp_e, has_gfp)
+            self._kmem_fields(data, buf, name, sel, rows, ev_lines, starts, ends, cols, keep, gfp_s, gfp_e, has_gfp)
         self._learn_probes(data, rows, ev_code, generic)
         # -------- stacks (before dropping skipped rows, so a skipped event still owns its stack)
         stack_id = self._attach_stacks(buf, out, ev_lines, rows, seq, ev_code)
+        self._count_lines(kind, n, int(keep.sum()))
         # -------- common columns
         fdig = rows[:, S.C_FDIG]
         self.stats.frac_digits.update(np.unique(fdig).tolist())
@@ -235,17 +348,17 @@ class TextParser:
             cols = {k: v[idx] for k, v in cols.items()}
             gfp_s, gfp_e, has_gfp, generic = gfp_s[idx], gfp_e[idx], has_gfp[idx], generic[idx]
             n = len(idx)
+        cpu = rows[:, S.C_CPU]
+        self._place_losses(ev_lines, cpu, ts, seq)
         if n == 0:
             return None
-        for li, local in self._chunk_losses:  # position: the last event before the marker line
-            k = int(np.searchsorted(ev_lines, local)) - 1
-            if k >= 0:
-                self.stats.losses[li]["after_ts_ns"] = int(ts[k])
-                self.stats.losses[li]["after_seq"] = int(seq[k])
-        cpu = rows[:, S.C_CPU]
+        first = self.stats.first_ts_cpu.setdefault(self.src, {})
+        for c, i in zip(*np.unique(cpu, return_index=True), strict=True):
+            first.setdefault(int(c), int(ts[i]))
         self._count_inversions(cpu, ts)
         self.last_ts = int(ts[-1])
         tgid = rows[:, S.C_TGID]
+        self.stats.flag_lengths.update(np.unique(rows[:, S.C_FLG_E] - rows[:, S.C_FLG_S]).tolist())
         flags = self._slices(buf, rows, S.C_FLG_S, S.C_FLG_E)
         flags = pc.if_else(pc.equal(pc.binary_length(flags), 0), pa.scalar(None, flags.type), flags)
         gfp = self._slices_se(buf, gfp_s, gfp_e, has_gfp)
@@ -271,6 +384,48 @@ class TextParser:
         })
         return cols
 
+    def _count_lines(self, kind: np.ndarray, n_events: int, kept: int) -> None:
+        """Every line lands in exactly one bucket of ``line_kinds``; lenient skips are under "skipped"."""
+        counts = np.bincount(kind, minlength=K_PARTIAL + 1)
+        lk = self.stats.line_kinds
+        lk["event"] += kept
+        lk["skipped"] += n_events - kept
+        for k, name in _LINE_KIND_NAMES.items():
+            if counts[k]:
+                lk[name] += int(counts[k])
+
+    def _place_losses(self, ev_lines: np.ndarray, cpu: np.ndarray, ts: np.ndarray, seq: np.ndarray) -> None:
+        """Where each loss sits in time: ``after_*`` is the event before its marker line (any CPU),
+        ``prev_cpu_ts_ns`` / ``next_*`` the events on its CPU on either side, so the data missing on
+        that CPU lies between them (the kernel prints the marker just before the CPU's next entry)."""
+        losses = self.stats.losses
+        for li, local in self._chunk_losses:
+            k = int(np.searchsorted(ev_lines, local)) - 1
+            loss = losses[li]
+            if k >= 0 and loss["cpu"] is not None:
+                loss["after_ts_ns"] = int(ts[k])
+                loss["after_seq"] = int(seq[k])
+                on = np.flatnonzero(cpu[: k + 1] == loss["cpu"])
+                if len(on):
+                    loss["prev_cpu_ts_ns"] = int(ts[on[-1]])
+            self.pending_loss.append(li)
+        if not self.pending_loss or len(ev_lines) == 0:
+            return
+        chunk_losses = dict(self._chunk_losses)
+        still = []
+        for li in self.pending_loss:
+            loss = losses[li]
+            after = int(np.searchsorted(ev_lines, chunk_losses[li])) if li in chunk_losses else 0
+            later = np.arange(after, len(ev_lines))
+            if loss["cpu"] is not None:
+                later = later[cpu[after:] == loss["cpu"]]
+            if len(later) and loss["src"] == self.src:
+                loss["next_ts_ns"] = int(ts[later[0]])
+                loss["next_seq"] = int(seq[later[0]])
+            else:
+                still.append(li)
+        self.pending_loss = still
+
     # ------------------------------------------------------------------ helpers
     @staticmethod
     def _slices(buf: np.ndarray, rows: np.ndarray, cs: int, ce: int) -> pa.Array:
@@ -285,51 +440,125 @@ class TextParser:
         mask = pa.py_buffer(np.packbits(valid, bitorder="little"))
         return pa.Array.from_buffers(pa.large_binary(), len(offs) - 1, [mask, pa.py_buffer(offs), pa.py_buffer(data)])
 
-    def _kmem_fields(self, data, buf, name, spec, sel, rows, ev_lines, starts, ends, cols, keep,
+    def _kmem_fields(self, data, buf, name, sel, rows, ev_lines, starts, ends, cols, keep,
                      gfp_s, gfp_e, has_gfp) -> None:
-        keys, offs, kinds = _SPECS[name]
+        """Typed columns of one kmem event's rows: the 6.1 TP_printk layout first (fast path), then
+        by key for rows with another field list (older kernels, vendor fields, raw tool output)."""
+        spec, (keys, offs, kinds, _) = self.specs[name]
         m = len(sel)
+        rest_s = np.ascontiguousarray(rows[:, S.C_REST_S])
+        rest_e = np.ascontiguousarray(rows[:, S.C_REST_E])
         vals = np.zeros((m, len(kinds)), dtype=np.int64)
         str_s = np.zeros(m, dtype=np.int64)
         str_e = np.zeros(m, dtype=np.int64)
         isnull = np.zeros(m, dtype=np.bool_)
         err = np.zeros(m, dtype=np.int64)
-        S.scan_fields(buf, np.ascontiguousarray(sel), np.ascontiguousarray(rows[:, S.C_REST_S]),
-                      np.ascontiguousarray(rows[:, S.C_REST_E]), keys, offs, kinds, vals, str_s, str_e, isnull, err)
-        bad = np.flatnonzero(err >= 0)
+        sel = np.ascontiguousarray(sel)
+        S.scan_fields(buf, sel, rest_s, rest_e, keys, offs, kinds, vals, str_s, str_e, isnull, err)
+        ok = np.flatnonzero(err < 0)
+        bad_k = np.full(m, -1, dtype=np.int64)  # per row: index (in `spec`) of the field that failed, or -1
+        bad_k[ok] = self._store(name, spec, sel[ok], vals[ok], np.ones((len(ok), len(spec)), bool), str_s[ok],
+                                str_e[ok], isnull[ok], cols, gfp_s, gfp_e, has_gfp)
+        redo = np.flatnonzero(err >= 0)
+        keyed_k = np.full(m, -1, dtype=np.int64)  # rows that failed by key: the keyed field index
+        if len(redo):
+            kspec = KMEM_KEYED[name]
+            kkeys, koffs, kkinds, kreq = _KEYED_SPECS[name]
+            r = len(redo)
+            kvals = np.zeros((r, len(kspec)), dtype=np.int64)
+            ks, ke = np.zeros(r, dtype=np.int64), np.zeros(r, dtype=np.int64)
+            kisnull = np.zeros(r, dtype=np.bool_)
+            present = np.zeros((r, len(kspec)), dtype=np.bool_)
+            extra = np.zeros(r, dtype=np.int64)
+            kerr = np.zeros(r, dtype=np.int64)
+            S.scan_fields_keyed(buf, np.ascontiguousarray(sel[redo]), rest_s, rest_e, kkeys, koffs, kkinds, kreq,
+                                kvals, ks, ke, kisnull, present, extra, kerr)
+            kok = np.flatnonzero(kerr < 0)
+            stored = self._store(name, kspec, sel[redo[kok]], kvals[kok], present[kok], ks[kok], ke[kok], kisnull[kok],
+                                 cols, gfp_s, gfp_e, has_gfp)
+            keyed_k[redo[kok]] = stored
+            good = kok[stored < 0]
+            self.stats.keyed_rows[name] += len(good)
+            if (extra[good] > 0).any():
+                self.stats.warnings[f"unknown_fields:{name}"] += int((extra[good] > 0).sum())
+            failed_rows = np.flatnonzero(kerr >= 0)
+            keyed_k[redo[failed_rows]] = kerr[failed_rows]
+            bad_keyed = np.zeros(m, dtype=bool)
+            bad_keyed[redo] = keyed_k[redo] >= 0
+        else:
+            bad_keyed = np.zeros(m, dtype=bool)
+        bad = np.flatnonzero((bad_k >= 0) | bad_keyed)
         if len(bad):
             if not self.lenient:
-                r = int(bad[0])
-                k = int(err[r])
-                want = " ".join(f"{f.key}={_KIND_NAMES[f.kind]}" for f in spec)
-                where = f"'{spec[k].key}={_KIND_NAMES[spec[k].kind]}'" if k < len(spec) else "end of line"
-                line = int(ev_lines[sel[r]])
-                self._fail(self.line0 + line + 1, self._text(data, starts, ends, line),
-                           f"{name} fields do not fit its format", f"{where} in '{want}'")
+                self._field_error(data, name, int(bad[0]), err, bad_k, keyed_k, sel, ev_lines, starts, ends)
             self.stats.skipped[f"bad_fields:{name}"] += len(bad)
             keep[sel[bad]] = False
-        for k, f in enumerate(spec):
-            if f.column is None:
-                continue
-            if f.kind == S.V_STR:
-                gfp_s[sel], gfp_e[sel], has_gfp[sel] = str_s, str_e, True
-            elif f.column in INT_COLUMNS:
-                cols[f.column][sel] = vals[:, k]
-            else:
-                cols[f.column][sel] = vals[:, k] != 0
         self._note_radix(buf, rows[sel, S.C_REST_S])
-        if name == "mm_page_alloc":
-            pfn = vals[:, 1]
-            failed = isnull | (pfn == 0)
-            cols["failed"][sel] = failed
-            cols["pfn"][sel] = np.where(failed, NULL_INT, pfn)
+
+    def _field_error(self, data, name, r, err, bad_k, keyed_k, sel, ev_lines, starts, ends) -> None:
+        spec = self.specs[name][0]
+        want = " ".join(f"{f.key}={_KIND_NAMES[f.kind]}" for f in spec)
+        line = int(ev_lines[sel[r]])
+        if bad_k[r] >= 0:  # printk layout, value out of range
+            f = spec[int(bad_k[r])]
+            lo, hi = _RANGES[f.column]
+            where = f"'{f.key}=<integer {lo}..{hi}>'"
+        else:
+            kspec = KMEM_KEYED[name]
+            k = int(keyed_k[r])
+            if k < len(kspec):
+                f = kspec[k]
+                where = f"'{f.key}={_KIND_NAMES[f.kind]}'"
+            else:  # not key=value text: say where the printk layout broke
+                k = int(err[r])
+                where = f"'{spec[k].key}={_KIND_NAMES[spec[k].kind]}'" if k < len(spec) else "end of line"
+        self._fail(self.line0 + line + 1, self._text(data, starts, ends, line),
+                   f"{name} fields do not fit its format", f"{where} in '{want}'")
+
+    @staticmethod
+    def _store(name, spec, idx, vals, present, str_s, str_e, isnull, cols, gfp_s, gfp_e, has_gfp) -> np.ndarray:
+        """Write parsed fields into the chunk's columns at rows ``idx``; return per row the index of
+        the first field whose value does not fit its column, or -1."""
+        n = len(idx)
+        bad_k = np.full(n, -1, dtype=np.int64)
+        pfn = None
+        for k, f in enumerate(spec):
+            pres = present[:, k]
+            if f.kind == S.V_STR:
+                gfp_s[idx], gfp_e[idx], has_gfp[idx] = str_s, str_e, pres
+                continue
+            if not f.column:
+                continue
+            v = vals[:, k]
+            if f.column in INT_COLUMNS:
+                lo, hi = _RANGES[f.column]
+                bad_k = np.where((bad_k < 0) & pres & ((v < lo) | (v > hi)), k, bad_k)
+                absent = NULL_INT if f.default is None else f.default
+                cols[f.column][idx] = np.where(pres, v, absent)
+                if f.column == "pfn":
+                    pfn = v
+            else:
+                absent = -1 if f.default is None else f.default
+                cols[f.column][idx] = np.where(pres, v != 0, absent)
+        if name == "mm_page_alloc" and pfn is not None:
+            # a failed allocation: page NULL, pfn printed as 0 (kmem.h: "pfn != -1UL ? pfn : 0") or raw -1UL
+            failed = isnull | (pfn == 0) | (pfn == -1)
+            cols["failed"][idx] = failed
+            cols["pfn"][idx] = np.where(failed, NULL_INT, pfn)
+        return bad_k
 
     def _note_radix(self, buf: np.ndarray, rest_s: np.ndarray) -> None:
-        """Record how pfns are printed ("pfn=0x%lx" since 5.14, "pfn=%lu" before); first row per chunk."""
+        """Record how pfns are printed ("pfn=0x%lx" since 5.14, "pfn=%lu" before) and how page=%p looks
+        (hashed since 4.15, raw before or with hash-ptr off, "0x..." from user-space tools); first row per chunk."""
         text = bytes(buf[rest_s[0] : rest_s[0] + 64])
         m = re.search(rb"pfn=(0x)?", text)
-        if m:
+        if m and text.startswith(b"page="):  # raw tool output (-R, FAILED TO PARSE) always prints 0x
             self.stats.pfn_radix.add("hex" if m.group(1) else "dec")
+        m = re.match(rb"page=\s*(\S+)", text)
+        if m:
+            ptr = m.group(1)
+            self.stats.pages.add("null" if ptr in (b"(null)", b"0000000000000000", b"00000000") else "user-space"
+                                 if ptr.startswith(b"0x") else "hashed" if ptr.startswith(b"00000000") else "raw")
 
     def _count_inversions(self, cpu: np.ndarray, ts: np.ndarray) -> None:
         for c in np.unique(cpu):
@@ -389,6 +618,11 @@ class TextParser:
                 prev[1] = 1
                 self.patches.append((prev[0], sid))
                 self.stats.stacks_by_event[event_names[prev[2]]] += 1
+        if self.mode == S.M_PERF:
+            for line, frames in frames_of.items():
+                e = int(np.searchsorted(ev_lines, line))
+                stack_id[e] = self.stacks.intern(frames)
+                self.stats.stacks_by_event[event_names[ev_code[e]]] += 1
         self._carry_out(out, ev_lines, seq, stack_id, ev_code)
         return stack_id
 
@@ -450,16 +684,20 @@ class TextParser:
         user = head_kind == S.K_USTACK
         if user.any():
             self.stats.warnings["user_stack_frames"] += int(user.sum())
-        stray = ~orphan & ~user & (head_kind != S.K_STACK)
+        # perf script prints a sample's callchain right under it: the event line heads its frames
+        stackish = (head_kind == S.K_STACK) | ((head_kind == S.K_EVENT) & (self.mode == S.M_PERF))
+        stray = ~orphan & ~user & ~stackish
         if stray.any():
             i = int(fr[np.flatnonzero(stray)[0]])
             self.stats.warnings["frames_after_non_stack_entry"] += int(stray.sum())
             if not self.lenient:
+                data, starts, ends = self._chunk
+                head_text = "a perf sample line" if self.mode == S.M_PERF else "a '<stack trace>' entry"
                 raise PtebenchError("a stack frame follows a line that is not a <stack trace> entry",
-                                    file=self.file, line=self.line0 + i + 1,
-                                    expected="' => frame' lines only after a '<stack trace>' entry")
-        use = fr[head_kind == S.K_STACK]
-        owners = head[head_kind == S.K_STACK]
+                                    file=self.file, line=self.line0 + i + 1, text=self._text(data, starts, ends, i),
+                                    expected=f"frame lines only after {head_text}")
+        use = fr[stackish]
+        owners = head[stackish]
         if len(use) == 0:
             return {}, {}
         syms = self._slices(buf, out[use], S.C_REST_S, S.C_REST_E)
