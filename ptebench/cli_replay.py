@@ -40,13 +40,14 @@ def _open(path: Path):
         yield load(out)
 
 
-def _replay_kw(consumers, no_kprobes, initial, running_from, nogbpages, kernel, no_driven=False) -> dict:
+def _replay_kw(consumers, no_kprobes, initial, running_from, nogbpages, kernel, no_driven=False, memmap=None) -> dict:
     try:
         major, minor = (int(x) for x in kernel.split(".")[:2])
     except ValueError as exc:
         raise PtebenchError(f"bad --kernel {kernel!r}", expected="MAJOR.MINOR, e.g. 6.1 or 6.15") from exc
     return {"consumers": consumers, "use_kprobes": not no_kprobes, "initial": initial, "running_from": running_from,
-            "gbpages": not nogbpages, "kernel": (major, minor), "witness_driven": not no_driven}
+            "gbpages": not nogbpages, "kernel": (major, minor), "witness_driven": not no_driven,
+            "memmap": memmap}
 
 
 ConsumersOpt = Annotated[Path | None, typer.Option("--consumers", help="Consumer rules TOML (default: the bundled "
@@ -83,7 +84,7 @@ def _print_result(result: Result, top: int) -> None:
             "level": df["level"].map({2: "2M", 3: "1G"}), "phys": df["phys"], "consumer": df["consumer"],
             "source": df["source"], "counted": df["running"].map({True: "yes", False: "boot"}),
             "caller": df["frames"].map(_caller)})
-        console.print(frame_table(show, f"who split the direct map (first {top} of {len(result.splits)})"))
+        console.print(frame_table(show, f"who split the direct map ({len(df)} of {len(result.splits)})"))
         by = result.splits.groupby(["consumer", "kind", "level"]).size().rename("count").reset_index()
         console.print(frame_table(by, "splits and collapses by consumer"))
     for warning in result.warnings:
@@ -106,10 +107,13 @@ def replay_cmd(
     consumers: ConsumersOpt = None, no_kprobes: NoKprobesOpt = False, initial: InitialOpt = "auto",
     running_from: RunningOpt = "auto", nogbpages: NoGbOpt = False, kernel: KernelOpt = "6.1",
     no_witness_driven: NoDrivenOpt = False,
+    memmap: Annotated[Path | None, typer.Option("--memmap", help="Memory map for a trace without a capture bundle: "
+                                                "dmesg (BIOS-e820 lines), /proc/iomem or a firmware memmap listing; "
+                                                "the initial direct map is built from it by the boot rules.")] = None,
     top: Annotated[int, typer.Option(help="Rows of the split table to print.")] = 20,
 ) -> None:
     """Replay a trace through the direct-map model: split counts, direct-map composition, who split it."""
-    kw = _replay_kw(consumers, no_kprobes, initial, running_from, nogbpages, kernel, no_witness_driven)
+    kw = _replay_kw(consumers, no_kprobes, initial, running_from, nogbpages, kernel, no_witness_driven, memmap)
     with _open(trace) as tr:
         result = replay(tr, variant=variant, mode=mode, **kw)
     _print_result(result, top)

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
 from ptebench.engine import addresses as A
 from ptebench.engine.areas import bind_areas, resolve_call
@@ -52,14 +53,23 @@ def trace_identity(trace: Trace) -> dict[str, str]:
 
 
 def setup(trace: Trace, *, initial: str = "auto", gbpages: bool = True, kernel: tuple[int, int] = (6, 1),
-          running_from: str | int | None = "auto") -> Setup:
-    """The initial direct map, vmstat counters and SYSTEM_RUNNING moment for one trace."""
+          running_from: str | int | None = "auto", memmap: str | Path | None = None) -> Setup:
+    """The initial direct map, vmstat counters and SYSTEM_RUNNING moment for one trace.
+
+    Layout: the bundle's dmdump-before; else the boot rules on a memory map (``memmap``: a
+    ``/proc/iomem``, ``/sys/firmware/memmap`` listing or dmesg's ``BIOS-e820`` lines; else the
+    bundle's; else one RAM range up to the highest pfn the trace names, said so in the result).
+    """
     bundle = trace.bundle or {}
     snaps = bundle.get("snapshots") or {}
     before = snaps.get("before") or {}
     if initial not in ("auto", "dump", "rules"):
         raise PtebenchError(f"unknown initial layout {initial!r}", expected="auto, dump or rules")
-    if initial in ("auto", "dump") and before.get("dmdump"):
+    if memmap is not None:
+        if initial == "dump":
+            raise PtebenchError("--initial dump and --memmap exclude each other", expected="one of them")
+        dmap, layout_from = _memmap_file_layout(Path(memmap), gbpages=gbpages, kernel=kernel)
+    elif initial in ("auto", "dump") and before.get("dmdump"):
         dmap = DirectMap.from_dump(before["dmdump"], kernel=kernel, gbpages=gbpages)
         layout_from = "dmdump-before.txt"
     elif initial == "dump":
@@ -97,11 +107,35 @@ def _rule_layout(trace: Trace, bundle: dict[str, Any], *, gbpages: bool, kernel:
     elif memmap.get("iomem"):
         mm, src = layout.memmap_from_iomem(memmap["iomem"]), "iomem.txt"
     else:
-        raise PtebenchError("no initial direct-map layout: the trace has neither a dmdump-before nor a memory map",
-                            file=str(trace.path), expected="an ingested capture bundle (dmdump-before.txt or "
-                            "firmware-memmap.txt)")
+        top = pc.max(trace.table.column("pfn")).as_py()
+        if top is None:
+            raise PtebenchError("no initial direct-map layout: no dump, no memory map and no pfn in the trace",
+                                file=str(trace.path), expected="a capture bundle, or --memmap FILE")
+        end = ((int(top) >> 18) + 1) << 30  # whole GiBs up to the highest pfn the trace names
+        mm = [{"start": 0, "end": 0x9FBFF, "type": "System RAM"}, {"start": 0x100000, "end": end - 1,
+                                                                    "type": "System RAM"}]
+        src = f"a synthetic memory map (RAM 1 MiB-{end >> 30} GiB: no bundle, pass --memmap for the real one)"
     dm = layout.layout_from_memmap(mm, gbpages=gbpages, kernel=kernel)
     return dm, f"boot rules ({'gbpages' if gbpages else 'nogbpages'}) from {src}"
+
+
+def _memmap_file_layout(path: Path, *, gbpages: bool, kernel: tuple[int, int]):
+    """Boot rules on a memory-map file: dmesg BIOS-e820 lines, /proc/iomem or a firmware memmap listing."""
+    from ptebench.parse import bundle as B
+    from ptebench.sim import layout
+
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise PtebenchError(f"cannot read memory map ({exc.strerror})", file=str(path)) from exc
+    if "BIOS-e820" in text:
+        mm, kind = layout.parse_dmesg_e820(text, file=str(path)), "dmesg BIOS-e820"
+    elif " : " in text:
+        mm, kind = layout.memmap_from_iomem(B.parse_iomem(text, file=str(path))), "/proc/iomem"
+    else:
+        mm, kind = B.parse_firmware_memmap(text, file=str(path)), "firmware memmap"
+    dm = layout.layout_from_memmap(mm, gbpages=gbpages, kernel=kernel)
+    return dm, f"boot rules ({'gbpages' if gbpages else 'nogbpages'}) from {path} ({kind})"
 
 
 def prepass(trace: Trace, amap: A.AddressMap, rows: int) -> tuple[Any, dict[str, Any]]:
@@ -160,7 +194,7 @@ def _last_alloc_pfn(ch, carry: dict[int, int]) -> np.ndarray:
 def replay(trace: str | Path | Trace, *, variant: str = "none", mode: str = "faithful", consumers: str | Path |
            None = None, use_kprobes: bool = True, initial: str = "auto", gbpages: bool = True,
            kernel: tuple[int, int] = (6, 1), running_from: str | int | None = "auto",
-           witness_driven: bool = True, chunk_rows: int = 1 << 20) -> Result:
+           witness_driven: bool = True, memmap: str | Path | None = None, chunk_rows: int = 1 << 20) -> Result:
     """Replay an ingested trace through the direct-map model and return the kernel-named counters.
 
     ``mode="faithful"`` keeps every page where the kernel put it and applies each consumer's
@@ -175,7 +209,7 @@ def replay(trace: str | Path | Trace, *, variant: str = "none", mode: str = "fai
     t0 = time.perf_counter()
     tr = _trace(trace)
     rules = Consumers.load(consumers)
-    st = setup(tr, initial=initial, gbpages=gbpages, kernel=kernel, running_from=running_from)
+    st = setup(tr, initial=initial, gbpages=gbpages, kernel=kernel, running_from=running_from, memmap=memmap)
     bundle = tr.bundle or {}
     dumps = [s.get("dmdump") for s in (bundle.get("snapshots") or {}).values() if s and s.get("dmdump")]
     amap = A.AddressMap.for_page_offset(dumps[0]["page_offset"] if dumps else None)
@@ -229,11 +263,18 @@ def kernel_counters(bundle: dict[str, Any]) -> dict[str, Any]:
     return {"delta": delta, "source": src}
 
 
+def _sec(ns: int | None) -> str:
+    return "?" if ns is None else f"{ns / 1e9:.6f} s"
+
+
 def _warnings(tr: Trace, engine: FaithfulEngine) -> list[str]:
     out = []
     for loss in tr.meta.get("losses") or []:
-        out.append(f"lost events: {loss.get('kind')} cpu={loss.get('cpu')} count={loss.get('count')} "
-                   f"at line {loss.get('line')}")
+        count = loss.get("count") or "an unknown number of"
+        cpu = "all CPUs" if loss.get("cpu") is None else f"CPU {loss.get('cpu')}"
+        window = f"between {_sec(loss.get('prev_cpu_ts_ns'))} and {_sec(loss.get('next_ts_ns'))}"
+        out.append(f"lost events ({loss.get('kind')}, line {loss.get('line')}): {count} events on {cpu} {window} "
+                   "are missing from this replay")
     if engine.stats.get("classified_by_gfp"):
         out.append(f"{engine.stats['classified_by_gfp']} allocations had no stack: consumers guessed from gfp flags")
     if engine.w.unexplained:
