@@ -18,6 +18,7 @@ from rich.table import Table
 from ptebench import summary
 from ptebench._version import __version__
 from ptebench.api import ingest as api_ingest
+from ptebench.bench.cli import bench_app
 from ptebench.errors import PtebenchError
 from ptebench.trace import load
 
@@ -134,6 +135,8 @@ def info_cmd(
         console.print(frame_table(counters.rename(columns=short),
                                   "kernel counters from the capture bundle (DirectMap from the dump walk)"))
 
+
+app.add_typer(bench_app, name="bench")
 
 # replay and validate live in their own module; importing it registers them on ``app``
 from ptebench import cli_replay  # noqa: E402,F401
