@@ -51,6 +51,7 @@ class Result:
     consumers: dict[str, int] = field(default_factory=dict)
     engine: dict[str, Any] = field(default_factory=dict)
     regions: dict[str, Any] = field(default_factory=dict)
+    placement: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     splits: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SPLIT_COLUMNS))
 
@@ -59,6 +60,7 @@ class Result:
             "trace": self.trace, "variant": self.variant, "mode": self.mode, "scenario": self.scenario,
             "counters": self.counters, "kernel": self.kernel, "witness": self.witness, "timing": self.timing,
             "pairing": self.pairing, "consumers": self.consumers, "engine": self.engine, "regions": self.regions,
+            "placement": self.placement,
             "warnings": self.warnings,
         }
 

@@ -234,6 +234,7 @@ def replay(trace: str | Path | Trace, *, variant: str = "none", mode: str = "fai
         timing={"prepare_s": round(t1 - t0, 6), "replay_s": round(t2 - t1, 6),
                 "events_per_s": round(events / max(t2 - t1, 1e-9), 1)},
         pairing=engine.pairing.stats,
+        placement=engine.placement_result(),
         consumers={rules.names[i]: int(n) for i, n in enumerate(engine.consumer_allocs) if n},
         engine={"events": events, "layout_from": st.layout_from, "running_from": st.running_from,
                 "consumer_rules": rules.source, "use_kprobes": use_kprobes, "witness_driven": witness_driven, "kernel": ".".join(map(str, kernel)),

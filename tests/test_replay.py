@@ -243,7 +243,7 @@ def _run_jit(events, npfn=64):
     arr = np.array(events, dtype=np.int64).reshape(-1, 5)
     p = Pairing(npfn)
     pair, cons = p.feed(arr[:, 0].astype(np.int8), arr[:, 1].copy(), arr[:, 2].astype(np.int8),
-                        arr[:, 3].astype(bool), arr[:, 4].astype(np.int16), 0)
+                        arr[:, 3].astype(bool), arr[:, 4].astype(np.int16), 0, (arr[:, 4] % 3).astype(np.int8))
     return pair.tolist(), cons.tolist(), p.stats
 
 
@@ -434,3 +434,22 @@ def test_trace_without_bundle_replays_on_a_memory_map(tmp_path):
         assert (r.counters["delta"]["direct_map_level3_splits"], r.witness["witness_bound"]) == (1, 1)
     with pytest.raises(PtebenchError, match="cannot read memory map"):
         ptebench.replay(out, memmap=tmp_path / "nope.txt")
+
+
+@pytest.mark.parametrize("name, want", [
+    ("secretmem_1024", {"distinct_2m_blocks_unmovable": 7, "polluted_pageblocks": 3, "extfrag_steals": 1,
+                        "extfrag_fragmenting": 0, "extfrag_change_ownership": 1, "pcp_refills": 16,
+                        "pcp_refill_pages": 913, "pcp_drain_pages": 0}),
+    ("modules", {"distinct_2m_blocks_unmovable": 10, "polluted_pageblocks": 9, "extfrag_steals": 2,
+                 "extfrag_fragmenting": 0, "extfrag_change_ownership": 2, "pcp_refills": 15,
+                 "pcp_refill_pages": 625, "pcp_drain_pages": 0}),
+])
+def test_placement_of_the_kernel(ingested, name, want):
+    """Where the kernel put unmovable pages, and its own fallback steals and per-CPU list traffic."""
+    result = ptebench.replay(ingested(name))
+    assert result.placement == want
+    ev = ptebench.load(ingested(name)).events
+    assert want["extfrag_steals"] == int((ev["event"] == "mm_page_alloc_extfrag").sum())
+    refill = (ev["event"] == "mm_page_alloc_zone_locked") & ev["percpu_refill"].fillna(False)
+    assert want["pcp_refill_pages"] == int(refill.sum())
+    assert results_json([result])["runs"][0]["placement"] == want

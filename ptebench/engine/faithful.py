@@ -34,6 +34,7 @@ from ptebench.engine import addresses as A
 from ptebench.engine.areas import AreaBinding
 from ptebench.engine.consumers import Consumers
 from ptebench.engine.pairing import Pairing
+from ptebench.engine.placement import MIGRATE_UNMOVABLE, Placement
 from ptebench.engine.stream import CPA_APIS, K_ALLOC, K_CPA, K_DM_DEFAULT, K_DM_INVALID, K_FREE, K_FREE_BATCHED, Chunk
 from ptebench.sim import directmap as D
 from ptebench.sim.dmap import DirectMap, Ops
@@ -101,6 +102,7 @@ class FaithfulEngine:
         self.binding = binding
         self.opt = options
         self.pairing = Pairing(len(dmap.state["attr4k"]))
+        self.placement = Placement(len(dmap.state["attr4k"]))
         self.stack_cons = consumers.classify_stacks(stack_index)
         self.alloc_act, self.free_act = consumers.action_table()
         self.witness_ids = set(consumers.witness_ids().tolist())
@@ -129,7 +131,8 @@ class FaithfulEngine:
             pfns = self.amap.page_pfns(ch.page[dm])
             self.stats["bad_page_pointers"] += int((pfns < 0).sum())
             ch.pfn[dm] = pfns
-        pair, cons = self.pairing.feed(ch.kind, ch.pfn, ch.order, ch.failed, cons_in, ch.start)
+        pair, cons = self.pairing.feed(ch.kind, ch.pfn, ch.order, ch.failed, cons_in, ch.start, ch.mt)
+        self.placement.feed(ch)
         ok_alloc = alloc & ~ch.failed & (ch.pfn >= 0)
         np.add.at(self.consumer_allocs, cons_in[ok_alloc].astype(np.int64), 1)
         ops, origin, placeable_calls = self._ops(ch, cons, pair, ok_alloc)
@@ -378,6 +381,9 @@ class FaithfulEngine:
             "split_without_witness": sum(1 for r in model_splits if r.witness < 0),
             "witness_total": self.w.bound + self.w.unexplained + self.w.driven + self.w.reconciled,
         }
+
+    def placement_result(self) -> dict[str, int]:
+        return self.placement.result(self.pairing.live_with_migratetype(MIGRATE_UNMOVABLE))
 
     def public_stats(self) -> dict[str, int]:
         return {k: v for k, v in sorted(self.stats.items()) if not k.startswith("_")}

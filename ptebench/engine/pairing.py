@@ -63,13 +63,15 @@ def new_state(npfn: int) -> dict[str, np.ndarray]:
         "owner": np.full(npfn, -1, dtype=np.int64),
         "owner_cons": np.full(npfn, -1, dtype=np.int16),
         "owner_order": np.zeros(npfn, dtype=np.int8),
+        "owner_mt": np.full(npfn, -1, dtype=np.int8),  # migratetype of the owning allocation
         "freed": np.zeros(npfn, dtype=np.bool_),  # last event on the page was its mm_page_free
         "stats": np.zeros(NSTATS, dtype=np.int64),
     }
 
 
 @njit(cache=True)
-def pair_events(kind, pfn, order, failed, cons_in, start, owner, owner_cons, owner_order, freed, stats, pair, cons):
+def pair_events(kind, pfn, order, failed, cons_in, mt, start, owner, owner_cons, owner_order, owner_mt, freed, stats,
+                pair, cons):
     """Advance the pairing state over one chunk (see module docstring); fills ``pair`` and ``cons``."""
     npfn = owner.shape[0]
     for i in range(kind.shape[0]):
@@ -94,6 +96,7 @@ def pair_events(kind, pfn, order, failed, cons_in, start, owner, owner_cons, own
                 owner[q] = start + i
                 owner_cons[q] = cons_in[i]
                 owner_order[q] = order[i]
+                owner_mt[q] = mt[i]
                 freed[q] = False
             if over:
                 stats[S_ALLOC_OVER_LIVE] += 1
@@ -125,6 +128,7 @@ def pair_events(kind, pfn, order, failed, cons_in, start, owner, owner_cons, own
                     mixed = True
                 owner[q] = -1
                 owner_cons[q] = -1
+                owner_mt[q] = -1
                 freed[q] = k == K_FREE
             if mixed:
                 stats[S_MIXED_OWNERS] += 1
@@ -146,13 +150,15 @@ class Pairing:
         self.state = new_state(npfn)
 
     def feed(self, kind: np.ndarray, pfn: np.ndarray, order: np.ndarray, failed: np.ndarray, cons_in: np.ndarray,
-             start: int) -> tuple[np.ndarray, np.ndarray]:
+             start: int, mt: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         n = len(kind)
+        if mt is None:
+            mt = np.full(n, -1, dtype=np.int8)
         pair = np.empty(n, dtype=np.int64)
         cons = np.empty(n, dtype=np.int16)
         st = self.state
-        pair_events(kind, pfn, order, failed, cons_in, start, st["owner"], st["owner_cons"], st["owner_order"],
-                    st["freed"], st["stats"], pair, cons)
+        pair_events(kind, pfn, order, failed, cons_in, mt, start, st["owner"], st["owner_cons"], st["owner_order"],
+                    st["owner_mt"], st["freed"], st["stats"], pair, cons)
         return pair, cons
 
     @property
@@ -161,6 +167,10 @@ class Pairing:
 
     def live_pages(self) -> int:
         return int(np.count_nonzero(self.state["owner"] >= 0))
+
+    def live_with_migratetype(self, mt: int) -> np.ndarray:
+        """Bool per pfn: a live allocation of the trace with this migratetype holds it."""
+        return (self.state["owner"] >= 0) & (self.state["owner_mt"] == mt)
 
 
 def pair_reference(events: list[tuple[int, int, int, bool, int]]) -> tuple[list[int], list[int], dict[str, int]]:

@@ -36,7 +36,8 @@ DM_PROBES = {"set_direct_map_invalid_noflush": K_DM_INVALID, "set_direct_map_def
 CPA_APIS = ("set_memory_ro", "set_memory_rw", "set_memory_x", "set_memory_nx", "set_memory_np", "set_memory_4k",
             "set_memory_rox")
 
-COLUMNS = ["ts_ns", "cpu", "pid", "line", "event", "pfn", "order", "gfp_mask", "failed", "fields", "stack_id"]
+COLUMNS = ["ts_ns", "cpu", "pid", "line", "event", "pfn", "order", "gfp_mask", "failed", "fields", "stack_id",
+           "migratetype", "percpu_refill", "fragmenting", "change_ownership"]
 
 
 @dataclass
@@ -58,6 +59,10 @@ class Chunk:
     page: np.ndarray  # uint64 (kprobe page= argument, 0 when none)
     addr: np.ndarray  # uint64 (kprobe addr= argument)
     npages: np.ndarray  # int64 (kprobe n= argument)
+    mt: np.ndarray  # int8 migratetype (-1 when none)
+    percpu_refill: np.ndarray  # bool (mm_page_alloc_zone_locked)
+    fragmenting: np.ndarray  # bool (mm_page_alloc_extfrag)
+    change_ownership: np.ndarray  # bool (mm_page_alloc_extfrag)
 
     def __len__(self) -> int:
         return len(self.kind)
@@ -111,6 +116,10 @@ def chunk_from_batch(batch: pa.RecordBatch | pa.Table, start: int) -> Chunk:
         pfn=_fill(batch.column("pfn"), -1, np.int64), order=_fill(batch.column("order"), 0, np.int8),
         gfp=_fill(batch.column("gfp_mask"), 0, np.uint64), failed=_fill(batch.column("failed"), False, bool),
         stack=_fill(batch.column("stack_id"), -1, np.int32), page=page, addr=addr, npages=npages,
+        mt=_fill(batch.column("migratetype"), -1, np.int8),
+        percpu_refill=_fill(batch.column("percpu_refill"), False, bool),
+        fragmenting=_fill(batch.column("fragmenting"), False, bool),
+        change_ownership=_fill(batch.column("change_ownership"), False, bool),
     )
 
 
