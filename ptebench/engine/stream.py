@@ -37,7 +37,7 @@ CPA_APIS = ("set_memory_ro", "set_memory_rw", "set_memory_x", "set_memory_nx", "
             "set_memory_rox")
 
 COLUMNS = ["ts_ns", "cpu", "pid", "line", "event", "pfn", "order", "gfp_mask", "failed", "fields", "stack_id",
-           "migratetype", "percpu_refill", "fragmenting", "change_ownership"]
+           "migratetype", "percpu_refill", "fragmenting", "change_ownership", "fallback_migratetype"]
 
 
 @dataclass
@@ -63,6 +63,7 @@ class Chunk:
     percpu_refill: np.ndarray  # bool (mm_page_alloc_zone_locked)
     fragmenting: np.ndarray  # bool (mm_page_alloc_extfrag)
     change_ownership: np.ndarray  # bool (mm_page_alloc_extfrag)
+    fallback_mt: np.ndarray  # int8 (mm_page_alloc_extfrag fallback_migratetype, -1 when none)
 
     def __len__(self) -> int:
         return len(self.kind)
@@ -120,6 +121,7 @@ def chunk_from_batch(batch: pa.RecordBatch | pa.Table, start: int) -> Chunk:
         percpu_refill=_fill(batch.column("percpu_refill"), False, bool),
         fragmenting=_fill(batch.column("fragmenting"), False, bool),
         change_ownership=_fill(batch.column("change_ownership"), False, bool),
+        fallback_mt=_fill(batch.column("fallback_migratetype"), -1, np.int8),
     )
 
 
