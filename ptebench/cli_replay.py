@@ -15,8 +15,9 @@ from ptebench.api import ingest as api_ingest
 from ptebench.cli import app, console, err_console, frame_table
 from ptebench.engine.consumers import ALLOCATOR_FRAMES
 from ptebench.errors import PtebenchError
+from ptebench.policies import REGISTRY
 from ptebench.results import Result, write_json, write_splits
-from ptebench.runner import MODES, VARIANTS, replay, validate
+from ptebench.runner import MODES, replay, validate
 from ptebench.trace import Trace, load
 
 TraceArg = Annotated[Path, typer.Argument(help="An ingested trace (.parquet), or a capture bundle / trace text file "
@@ -99,7 +100,7 @@ def _caller(frames: str) -> str:
 @app.command("replay")
 def replay_cmd(
     trace: TraceArg,
-    variant: Annotated[str, typer.Option(help=f"Allocator design: {', '.join(VARIANTS)}.")] = "none",
+    variant: Annotated[str, typer.Option(help=f"Allocator design: {', '.join(sorted(REGISTRY))}.")] = "none",
     mode: Annotated[str, typer.Option(help=f"Replay mode: {', '.join(MODES)}.")] = "faithful",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results JSON here.")] = None,
     splits_out: Annotated[Path | None, typer.Option("--splits", help="Write the split attribution table "

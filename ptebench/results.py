@@ -52,6 +52,9 @@ class Result:
     engine: dict[str, Any] = field(default_factory=dict)
     regions: dict[str, Any] = field(default_factory=dict)
     placement: dict[str, int] = field(default_factory=dict)
+    placement_kernel: dict[str, int] | None = None  # simulate mode: the kernel's own placement of the same trace
+    simulate: dict[str, Any] | None = None  # simulate mode: the buddy model's own figures
+    faithful: dict[str, Any] | None = None  # simulate mode: the faithful replay's deltas of the same trace
     warnings: list[str] = field(default_factory=list)
     splits: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SPLIT_COLUMNS))
 
@@ -61,6 +64,8 @@ class Result:
             "counters": self.counters, "kernel": self.kernel, "witness": self.witness, "timing": self.timing,
             "pairing": self.pairing, "consumers": self.consumers, "engine": self.engine, "regions": self.regions,
             "placement": self.placement,
+            **({"placement_kernel": self.placement_kernel, "simulate": self.simulate, "faithful": self.faithful}
+               if self.mode == "simulate" else {}),
             "warnings": self.warnings,
         }
 

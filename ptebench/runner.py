@@ -12,18 +12,19 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
+from ptebench import policies
 from ptebench.engine import addresses as A
 from ptebench.engine.areas import bind_areas, resolve_call
 from ptebench.engine.consumers import Consumers
 from ptebench.engine.faithful import FaithfulEngine, Options
+from ptebench.engine.simulate import SimulateEngine
 from ptebench.engine.stream import CPA_APIS, K_ALLOC, K_CPA, K_DM_INVALID, iter_chunks
 from ptebench.errors import PtebenchError
 from ptebench.results import KERNEL_KEYS, SPLIT_COLUMNS, Result
 from ptebench.sim.dmap import DirectMap
 from ptebench.trace import Trace, load
 
-VARIANTS = ("none",)
-MODES = ("faithful",)
+MODES = ("faithful", "simulate")
 VFREE_FRAMES = ("vm_reset_perms", "__vunmap", "vfree")
 TRACING_PREFIXES = ("trace_", "__trace_", "ftrace_", "kprobe", "perf_", "__ftrace", "stack_trace", "arch_stack_walk")
 
@@ -199,13 +200,18 @@ def replay(trace: str | Path | Trace, *, variant: str = "none", mode: str = "fai
 
     ``mode="faithful"`` keeps every page where the kernel put it and applies each consumer's
     direct-map changes there; splits come only from the CPA model (see ``engine/faithful.py``).
+    ``mode="simulate"`` lets the modeled buddy allocator (``sim/buddy.py``, started from
+    buddyinfo-before, ``sim/buddy_init.py``) choose every pfn (``engine/simulate.py``); the
+    result carries the model's ``placement`` beside the kernel's (``placement_kernel``).
     ``witness_driven=False`` reports the witnesses of calls the model cannot place as
     unexplained instead of counting them as splits of unknown region.
     """
-    if variant not in VARIANTS:
-        raise PtebenchError(f"unknown variant {variant!r}", expected=f"one of {', '.join(VARIANTS)}")
+    policy = policies.get(variant)
     if mode not in MODES:
         raise PtebenchError(f"unknown mode {mode!r}", expected=f"one of {', '.join(MODES)}")
+    if mode == "faithful" and policy.intercepts:
+        raise PtebenchError(f"variant {variant!r} changes where pages land: it needs --mode simulate",
+                            expected="--mode simulate, or --variant none for a faithful replay")
     t0 = time.perf_counter()
     tr = _trace(trace)
     rules = Consumers.load(consumers)
@@ -219,13 +225,16 @@ def replay(trace: str | Path | Trace, *, variant: str = "none", mode: str = "fai
     engine = FaithfulEngine(st.dmap, rules, tr.stack_index, amap, binding,
                             Options(use_kprobes=use_kprobes, running_from_ns=st.running_from_ns,
                                     witness_driven=witness_driven))
+    sim = _simulate_engine(tr, bundle, st, engine, policy) if mode == "simulate" else None
     events = 0
     for ch in iter_chunks(tr, chunk_rows):
         engine.feed(ch)
+        if sim is not None:
+            sim.feed(ch)
         events += len(ch)
     engine.finish()
     t2 = time.perf_counter()
-    end = engine.counters()
+    end = engine.counters() if sim is None else engine.counters(sim.dmap)
     delta = {k: end[k] - start_counters[k] for k in end}
     result = Result(
         trace=trace_identity(tr), variant=variant, mode=mode,
@@ -234,16 +243,85 @@ def replay(trace: str | Path | Trace, *, variant: str = "none", mode: str = "fai
         timing={"prepare_s": round(t1 - t0, 6), "replay_s": round(t2 - t1, 6),
                 "events_per_s": round(events / max(t2 - t1, 1e-9), 1)},
         pairing=engine.pairing.stats,
-        placement=engine.placement_result(),
+        placement=engine.placement_result() if sim is None else sim.placement(),
         consumers={rules.names[i]: int(n) for i, n in enumerate(engine.consumer_allocs) if n},
         engine={"events": events, "layout_from": st.layout_from, "running_from": st.running_from,
-                "consumer_rules": rules.source, "use_kprobes": use_kprobes, "witness_driven": witness_driven, "kernel": ".".join(map(str, kernel)),
+                "consumer_rules": rules.source, "use_kprobes": use_kprobes, "witness_driven": witness_driven,
+                "kernel": ".".join(map(str, kernel)),
                 "gbpages": gbpages, **pre, **engine.public_stats()},
         warnings=_warnings(tr, engine),
-        splits=_split_table(engine, tr),
+        splits=_split_table(engine, tr) if sim is None else _sim_split_table(sim, engine, tr),
     )
-    result.regions = region_check(result, st.dmap, bundle, engine)
+    if sim is None:
+        result.regions = region_check(result, st.dmap, bundle, engine)
+    else:
+        result.placement_kernel = engine.placement_result()
+        result.simulate = {**sim.stats(), **sim.init_stats, "buddy": sim.buddy.counters, "policy": policy.stats(),
+                           "buddyinfo_end": sim.buddy.buddyinfo(), "buddyinfo_distance_after": sim.distance_after}
+        faithful_end = engine.counters()
+        result.faithful = {"delta": {k: faithful_end[k] - start_counters[k] for k in KERNEL_KEYS}}
     return result
+
+
+def _simulate_engine(tr: Trace, bundle: dict[str, Any], st: Setup, engine: FaithfulEngine,
+                     policy: policies.Policy) -> SimulateEngine:
+    """The modeled buddy at the trace's start (buddyinfo-before) and a copy of the initial direct map."""
+    from ptebench.sim import buddy as B
+    from ptebench.sim.buddy_init import buddyinfo_distance, initial_state
+
+    snaps = bundle.get("snapshots") or {}
+    before = (snaps.get("before") or {}).get("buddyinfo")
+    memmap = (bundle.get("memmap") or {}).get("firmware")
+    if not before or not memmap:
+        raise PtebenchError("simulate mode needs the capture's buddyinfo before the trace and its memory map",
+                            file=str(tr.path), expected="a capture bundle with buddyinfo-before.txt and "
+                            "firmware-memmap.txt")
+    init = initial_state(tr, memmap=memmap, buddyinfo=before)
+    ncpus = max(int(c) for c in (tr.meta.get("cpus") or [0])) + 1
+    buddy = B.Buddy.from_zones(init.zones, ncpus)
+    buddy.set_free_blocks(init.blocks, init.pageblock_mt[: len(buddy.state["pbmt"])], absent=init.absent)
+    sim_dmap = DirectMap(len(st.dmap.state["attr4k"]), kernel=st.dmap.kernel, gbpages=st.dmap.gbpages)
+    for key, arr in st.dmap.state.items():
+        sim_dmap.state[key][:] = arr
+    sim = SimulateEngine(engine, sim_dmap, buddy, policy)
+    sim.init_stats = {f"init_{k}": v for k, v in init.stats.items() if k != "blocks_short"}
+    after = (snaps.get("after") or {}).get("buddyinfo")
+    sim.distance_after = None
+    if after:
+        sim.after_buddyinfo = after
+        sim.distance_fn = buddyinfo_distance
+    return sim
+
+
+def _sim_split_table(sim: SimulateEngine, engine: FaithfulEngine, tr: Trace) -> pd.DataFrame:
+    """Splits of the simulate model (at the model's pfns) plus the unplaceable ones."""
+    sim.finish()
+    ts = tr.table.column("ts_ns").to_numpy()
+    lines = tr.table.column("line").to_numpy()
+    stacks = pc.fill_null(tr.table.column("stack_id"), -1).to_numpy()
+    names = engine.consumers.names
+    rows = []
+    for op, pfn, level, kind in sim.dmap.events().tolist():
+        rows.append({"ts_ns": int(ts[op]), "line": int(lines[op]), "kind": "collapse" if kind else "split",
+                     "level": level, "pfn": pfn, "region_2m": pfn >> 9, "phys": f"{pfn << 12:#x}",
+                     "consumer": sim.origin_consumer(op, names), "source": "simulate",
+                     "running": engine.opt.running_from_ns is None or int(ts[op]) >= engine.opt.running_from_ns,
+                     "witness_line": -1, "frames": _frames_of(tr, int(stacks[op]))})
+    for r in engine.records:
+        if r.source == "witness_driven":
+            rows.append({"ts_ns": r.ts_ns, "line": r.line, "kind": r.kind, "level": r.level, "pfn": -1,
+                         "region_2m": -1, "phys": "", "consumer": r.consumer, "source": r.source, "running": r.running,
+                         "witness_line": r.line, "frames": _frames_of(tr, r.stack)})
+    df = pd.DataFrame(rows, columns=SPLIT_COLUMNS).sort_values(["ts_ns", "line"], kind="stable")
+    return df.reset_index(drop=True).astype({"ts_ns": "int64", "line": "int64", "level": "int8", "pfn": "int64",
+                                             "region_2m": "int64", "running": "bool", "witness_line": "int64"})
+
+
+def _frames_of(tr: Trace, stack: int) -> str:
+    if stack < 0:
+        return ""
+    fr = [f for f in tr.stack_index.frames(stack) if not f.startswith(TRACING_PREFIXES)]
+    return " < ".join(fr[:8])
 
 
 def kernel_counters(bundle: dict[str, Any]) -> dict[str, Any]:

@@ -132,6 +132,7 @@ class FaithfulEngine:
             self.stats["bad_page_pointers"] += int((pfns < 0).sum())
             ch.pfn[dm] = pfns
         pair, cons = self.pairing.feed(ch.kind, ch.pfn, ch.order, ch.failed, cons_in, ch.start, ch.mt)
+        self.last_classification = (cons_in, pair, cons)
         self.placement.feed(ch)
         ok_alloc = alloc & ~ch.failed & (ch.pfn >= 0)
         np.add.at(self.consumer_allocs, cons_in[ok_alloc].astype(np.int64), 1)
@@ -356,12 +357,17 @@ class FaithfulEngine:
         self.records = [r for r in self.records if id(r) not in merged]
 
     # ------------------------------------------------------------------ results
-    def counters(self) -> dict[str, int]:
-        """The model's counters plus the splits of unknown region (witness_driven), as the kernel counts them."""
-        out = dict(self.dmap.counters)
+    def counters(self, dmap: DirectMap | None = None) -> dict[str, int]:
+        """A model's counters plus the splits of unknown region (witness_driven), as the kernel counts them.
+
+        ``dmap``: another model of the same trace (simulate mode); the reconciliation fix-ups
+        belong to this engine's own splits and apply only without it.
+        """
+        out = dict((dmap or self.dmap).counters)
         w = self.w
-        out["direct_map_level2_splits"] += w.driven_running_l2 + self.vmstat_fix["direct_map_level2_splits"]
-        out["direct_map_level3_splits"] += w.driven_running_l3 + self.vmstat_fix["direct_map_level3_splits"]
+        fix = self.vmstat_fix if dmap is None else {"direct_map_level2_splits": 0, "direct_map_level3_splits": 0}
+        out["direct_map_level2_splits"] += w.driven_running_l2 + fix["direct_map_level2_splits"]
+        out["direct_map_level3_splits"] += w.driven_running_l3 + fix["direct_map_level3_splits"]
         # split_page_count(): a 1G split moves 1 -> 512 2M, a 2M split 1 -> 512 4K
         out["DirectMap1G"] -= w.driven_l3 << 20
         out["DirectMap2M"] += (w.driven_l3 * 512 - w.driven_l2) << 11

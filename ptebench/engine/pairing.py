@@ -19,7 +19,7 @@ chunks.  Rules, each from Linux 6.1 mm/page_alloc.c:
   and the per-CPU lists; they are not user operations and are only counted.
 
 Outputs per event: ``pair`` (the allocation a free ends or a direct-map kprobe's page
-belongs to, -1 otherwise) and ``cons`` (for
+belongs to, -2 for a batched duplicate, -1 otherwise) and ``cons`` (for
 frees and direct-map kprobes, the consumer of the live allocation holding the page at
 that moment; for allocations, their own consumer).
 """
@@ -110,6 +110,7 @@ def pair_events(kind, pfn, order, failed, cons_in, mt, start, owner, owner_cons,
                 if owner[p] < 0 and freed[p]:
                     stats[S_BATCHED_DUP] += 1
                     freed[p] = False
+                    pair[i] = -2  # a duplicate, not a free
                     continue
                 stats[S_BATCHED_ALONE] += 1
             stats[S_FREES] += 1
@@ -197,7 +198,7 @@ def pair_reference(events: list[tuple[int, int, int, bool, int]]) -> tuple[list[
             if k == K_FREE_BATCHED and p not in live and p in just_freed:
                 stats["batched_duplicates"] += 1
                 just_freed.discard(p)
-                pairs.append(pr)
+                pairs.append(-2)
                 conss.append(cs)
                 continue
             if k == K_FREE_BATCHED:
