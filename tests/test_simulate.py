@@ -38,6 +38,7 @@ def test_simulate_none_reports_model_beside_kernel(secretmem):
     # golden: the model's own placement and splits on this trace (deterministic)
     assert r.counters["delta"]["direct_map_level2_splits"] == 1
     assert r.placement["distinct_2m_blocks_unmovable"] == 4
+    assert r.placement["polluted_pageblocks"] == 2  # the split page-table page included, as in the kernel's
     assert set(r.splits["source"]) == {"simulate"}
     again = results_json([ptebench.replay(secretmem, mode="simulate")])["runs"][0]
     run.pop("timing")
@@ -92,3 +93,31 @@ def test_intercepting_variant_needs_simulate(secretmem):
         ptebench.replay(secretmem, variant="test_pool2m")
     with pytest.raises(PtebenchError, match="unknown variant"):
         ptebench.replay(secretmem, variant="nope", mode="simulate")
+
+
+#: simulate / kernel, as in docs/replay.md
+FIDELITY = {
+    "mixed_small": ((7, 1), {"distinct_2m_blocks_unmovable": (32, 28), "polluted_pageblocks": (12, 13),
+                             "extfrag_steals": (9, 12), "pcp_refills": (514, 553)}),
+    "memload": ((0, 0), {"distinct_2m_blocks_unmovable": (74, 69), "polluted_pageblocks": (6, 5),
+                         "extfrag_steals": (33, 33), "pcp_refills": (2285, 2270)}),
+    "secretmem_16384": ((31, 0), {"distinct_2m_blocks_unmovable": (34, 37), "polluted_pageblocks": (32, 34),
+                                  "extfrag_steals": (15, 16), "pcp_refills": (267, 277)}),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(FIDELITY))
+def test_placement_fidelity_golden(name, tmp_path):
+    src = ROOT / "traces" / name if (ROOT / "traces" / name).is_dir() else ROOT.parent / "shared" / "traces" / name
+    if not src.is_dir():
+        pytest.skip(f"capture {name} not available")
+    out = tmp_path / "t.parquet"
+    ptebench.ingest([str(src)], out)
+    r = ptebench.replay(out, mode="simulate")
+    splits, want = FIDELITY[name]
+    d = r.counters["delta"]
+    assert (d["direct_map_level2_splits"], d["direct_map_level3_splits"]) == splits
+    for key, (sim, kern) in want.items():
+        assert (r.placement[key], r.placement_kernel[key]) == (sim, kern), key
+    assert r.simulate["free_rejected"] == 0 and r.simulate["alloc_failed"] == 0

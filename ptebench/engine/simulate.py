@@ -154,6 +154,9 @@ def sim_ops(lk, pst, pbmt, zi, pcp, zl, cfg, cpu_node, bctr, blog, blog_n,
             xs[X_PT_PAGES] += 1
             if p < 0:
                 xs[X_PT_FAILED] += 1
+            else:  # an unmovable page that stays: it pollutes its pageblock as the kernel's does
+                mmt[p] = 0
+                touched[p >> 9] = True
 
 
 class SimulateEngine:
