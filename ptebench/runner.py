@@ -18,7 +18,7 @@ from ptebench.engine.areas import bind_areas, resolve_call
 from ptebench.engine.consumers import Consumers
 from ptebench.engine.faithful import FaithfulEngine, Options
 from ptebench.engine.simulate import SimulateEngine
-from ptebench.engine.stream import CPA_APIS, K_ALLOC, K_CPA, K_DM_INVALID, iter_chunks
+from ptebench.engine.stream import CPA_APIS, K_ALLOC, K_CPA, K_DM_INVALID, first_ts, iter_chunks
 from ptebench.errors import PtebenchError
 from ptebench.results import KERNEL_KEYS, SPLIT_COLUMNS, Result
 from ptebench.sim.dmap import DirectMap
@@ -80,7 +80,7 @@ def setup(trace: Trace, *, initial: str = "auto", gbpages: bool = True, kernel: 
         dmap, layout_from = _rule_layout(trace, bundle, gbpages=gbpages, kernel=kernel)
     vmstat = before.get("vmstat") or {}
     dmap.set_vmstat(vmstat)
-    ts0 = int(trace.table.column("ts_ns")[0].as_py()) if trace.table.num_rows else 0
+    ts0 = first_ts(trace)
     if running_from == "auto":
         ns = bundle.get("system_running_ns")
         if ns is not None and ts0 < ns:
@@ -151,7 +151,7 @@ def prepass(trace: Trace, amap: A.AddressMap, rows: int) -> tuple[Any, dict[str,
     open_run: dict[int, tuple[int, list[int]]] = {}
     pairs: list[tuple[int, int]] = []
     carry: dict[int, int] = {}
-    for ch in iter_chunks(trace, rows):
+    for ch in iter_chunks(trace, rows, columns=["event", "pid", "pfn", "order", "failed", "fields", "stack_id"]):
         last_alloc = _last_alloc_pfn(ch, carry)
         probe = np.flatnonzero(ch.kind >= K_DM_INVALID)
         pfns = amap.page_pfns(ch.page[probe])
@@ -296,17 +296,14 @@ def _simulate_engine(tr: Trace, bundle: dict[str, Any], st: Setup, engine: Faith
 def _sim_split_table(sim: SimulateEngine, engine: FaithfulEngine, tr: Trace) -> pd.DataFrame:
     """Splits of the simulate model (at the model's pfns) plus the unplaceable ones."""
     sim.finish()
-    ts = tr.table.column("ts_ns").to_numpy()
-    lines = tr.table.column("line").to_numpy()
-    stacks = pc.fill_null(tr.table.column("stack_id"), -1).to_numpy()
-    names = engine.consumers.names
     rows = []
     for op, pfn, level, kind in sim.dmap.events().tolist():
-        rows.append({"ts_ns": int(ts[op]), "line": int(lines[op]), "kind": "collapse" if kind else "split",
+        name, ts, line, stack = sim.origin_info(op)
+        rows.append({"ts_ns": ts, "line": line, "kind": "collapse" if kind else "split",
                      "level": level, "pfn": pfn, "region_2m": pfn >> 9, "phys": f"{pfn << 12:#x}",
-                     "consumer": sim.origin_consumer(op, names), "source": "simulate",
-                     "running": engine.opt.running_from_ns is None or int(ts[op]) >= engine.opt.running_from_ns,
-                     "witness_line": -1, "frames": _frames_of(tr, int(stacks[op]))})
+                     "consumer": name, "source": "simulate",
+                     "running": engine.opt.running_from_ns is None or ts >= engine.opt.running_from_ns,
+                     "witness_line": -1, "frames": _frames_of(tr, stack)})
     for r in engine.records:
         if r.source == "witness_driven":
             rows.append({"ts_ns": r.ts_ns, "line": r.line, "kind": r.kind, "level": r.level, "pfn": -1,
@@ -373,17 +370,13 @@ def _split_table(engine: FaithfulEngine, tr: Trace) -> pd.DataFrame:
             cache[stack] = " < ".join(fr[:8])
         return cache[stack]
 
-    wline = {}
     rows = []
     for r in sorted(engine.records, key=lambda r: (r.ts_ns, r.line)):
         rows.append({"ts_ns": r.ts_ns, "line": r.line, "kind": r.kind, "level": r.level, "pfn": r.pfn,
                      "region_2m": r.pfn >> 9 if r.pfn >= 0 else -1, "phys": f"{r.pfn << 12:#x}" if r.pfn >= 0 else "",
                      "consumer": r.consumer, "source": r.source, "running": r.running,
-                     "witness_line": wline.get(r.witness, r.witness), "frames": frames(r.stack)})
+                     "witness_line": r.witness_line, "frames": frames(r.stack)})
     df = pd.DataFrame(rows, columns=SPLIT_COLUMNS)
-    if len(df):
-        lines = tr.table.column("line").to_numpy()
-        df["witness_line"] = [int(lines[w]) if w >= 0 else -1 for w in df["witness_line"]]
     return df.astype({"ts_ns": "int64", "line": "int64", "level": "int8", "pfn": "int64", "region_2m": "int64",
                       "running": "bool", "witness_line": "int64"})
 

@@ -77,6 +77,7 @@ class SplitRecord:
     stack: int
     running: bool
     witness: int = -1  # global index of the bound witness
+    witness_line: int = -1  # its trace line
     group: tuple = ()  # witness_driven: the CPA call it belongs to
 
 
@@ -263,6 +264,7 @@ class FaithfulEngine:
                 if pending:
                     rec = self.records[pending.pop(0)]
                     rec.witness = g
+                    rec.witness_line = int(ch.line[j])
                     self.w.bound += 1
                     continue
                 if not placeable:
@@ -302,7 +304,8 @@ class FaithfulEngine:
             return
         self.records.append(SplitRecord(event=g, ts_ns=int(ch.ts[j]), line=int(ch.line[j]), pfn=-1, level=2,
                                         kind="split", source="witness_driven", consumer=str(group[0]),
-                                        stack=int(ch.stack[j]), running=bool(running), witness=g, group=group))
+                                        stack=int(ch.stack[j]), running=bool(running), witness=g,
+                                        witness_line=int(ch.line[j]), group=group))
 
     def finish(self, reconcile: bool = True) -> None:
         """Settle the witness-driven splits once the whole trace has been seen.
@@ -352,7 +355,8 @@ class FaithfulEngine:
             if r.running != c.running:  # the model counted it at its own time; the kernel at the witness's
                 key = "direct_map_level3_splits" if r.level == 3 else "direct_map_level2_splits"
                 self.vmstat_fix[key] += 1 if c.running else -1
-            r.running, r.witness, r.source = c.running, c.witness, f"{r.source}+reconciled"
+            r.running, r.witness, r.witness_line = c.running, c.witness, c.witness_line
+            r.source = f"{r.source}+reconciled"
             self.w.reconciled += 1
         self.records = [r for r in self.records if id(r) not in merged]
 

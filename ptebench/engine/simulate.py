@@ -252,8 +252,9 @@ class SimulateEngine:
             if g in self.consumer_of_event:
                 continue
             c = int(a[k, 10])
-            self.consumer_of_event[g] = (f.consumers.names[c] if c >= 0 else f"kprobe:{CPA_APIS[ch.api[j]]}"
-                                         if ch.kind[j] == K_CPA else "kprobe:set_direct_map")
+            name = (f.consumers.names[c] if c >= 0 else f"kprobe:{CPA_APIS[ch.api[j]]}" if ch.kind[j] == K_CPA
+                    else "kprobe:set_direct_map")
+            self.consumer_of_event[g] = (name, int(ch.ts[j]), int(ch.line[j]), int(ch.stack[j]))
         if self.dmap.kernel < (6, 15):
             a[:, 8] &= ~np.int64(D.F_COLLAPSE | D.F_KERNEL_4K)
         self._reserve_dlog(a)
@@ -376,8 +377,9 @@ class SimulateEngine:
         if getattr(self, "after_buddyinfo", None) is not None:
             self.distance_after = self.distance_fn(self.buddy.buddyinfo(), self.after_buddyinfo)
 
-    def origin_consumer(self, event: int, names: list[str]) -> str:
-        return self.consumer_of_event.get(event, "?")
+    def origin_info(self, event: int) -> tuple[str, int, int, int]:
+        """(consumer, ts_ns, line, stack id) of the event whose CPA call split."""
+        return self.consumer_of_event.get(event, ("?", -1, -1, -1))
 
     def stats(self) -> dict[str, int]:
         return {name: int(v) for name, v in zip(X_NAMES, self.xs, strict=True)}

@@ -69,8 +69,26 @@ class Chunk:
         return len(self.kind)
 
 
-def _fill(arr: pa.Array, value, dtype) -> np.ndarray:
-    return np.array(pc.fill_null(arr, value).to_numpy(zero_copy_only=False), dtype=dtype)  # writable copy
+def _fill(arr: pa.Array, value, dtype, *, writable: bool = False) -> np.ndarray:
+    if arr.null_count:
+        arr = pc.fill_null(arr, value)
+    out = arr.to_numpy(zero_copy_only=False)
+    return np.array(out, dtype=dtype) if writable or out.dtype != dtype else out
+
+
+def _event_kinds(col: pa.Array) -> np.ndarray:
+    """Kind code per row; through the dictionary when the column is dictionary-encoded (one lookup per name)."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if isinstance(col, pa.DictionaryArray):
+        lut = np.array([KMEM_KINDS.get(v, K_OTHER) for v in col.dictionary.to_pylist()] + [K_OTHER], dtype=np.int8)
+        idx = col.indices.fill_null(len(lut) - 1).to_numpy(zero_copy_only=False)
+        return lut[idx]
+    ev = pc.cast(col, pa.string())
+    kind = np.zeros(len(col), dtype=np.int8)
+    for name, code in KMEM_KINDS.items():
+        kind[np.asarray(pc.fill_null(pc.equal(ev, name), False).to_numpy(zero_copy_only=False), dtype=bool)] = code
+    return kind
 
 
 def _hex_arg(fields: pa.Array, name: str) -> np.ndarray:
@@ -79,22 +97,35 @@ def _hex_arg(fields: pa.Array, name: str) -> np.ndarray:
     return np.array([int(v, 16) if v else 0 for v in vals], dtype=np.uint64)
 
 
+_DEFAULTS = {"ts_ns": (0, np.int64), "cpu": (-1, np.int32), "pid": (-1, np.int32), "line": (-1, np.int64),
+             "pfn": (-1, np.int64), "order": (0, np.int8), "gfp_mask": (0, np.uint64), "failed": (False, bool),
+             "stack_id": (-1, np.int32), "migratetype": (-1, np.int8), "percpu_refill": (False, bool),
+             "fragmenting": (False, bool), "change_ownership": (False, bool), "fallback_migratetype": (-1, np.int8)}
+
+
+def _col(batch, name: str, *, writable: bool = False) -> np.ndarray:
+    value, dtype = _DEFAULTS[name]
+    if name not in batch.schema.names:  # a pass that did not read this column
+        return np.full(batch.num_rows, value, dtype=dtype)
+    return _fill(batch.column(name), value, dtype, writable=writable)
+
+
 def chunk_from_batch(batch: pa.RecordBatch | pa.Table, start: int) -> Chunk:
-    """Classify one batch of the Parquet ``events`` schema into flat arrays."""
+    """Classify one batch of the Parquet ``events`` schema into flat arrays (columns not read get defaults)."""
     n = batch.num_rows
-    ev = pc.cast(batch.column("event"), pa.string())
-    kind = np.zeros(n, dtype=np.int8)
-    for name, code in KMEM_KINDS.items():
-        kind[np.asarray(pc.equal(ev, name).to_numpy(zero_copy_only=False), dtype=bool)] = code
+    kind = _event_kinds(batch.column("event"))
     api = np.full(n, -1, dtype=np.int8)
     page = np.zeros(n, dtype=np.uint64)
     addr = np.zeros(n, dtype=np.uint64)
     npages = np.zeros(n, dtype=np.int64)
-    fields = batch.column("fields")
-    probe = np.flatnonzero(np.asarray(pc.fill_null(pc.starts_with(fields, "("), False).to_numpy(zero_copy_only=False),
-                                      dtype=bool) & (kind == 0))
-    if len(probe):
-        f = pc.take(fields, pa.array(probe))
+    other = np.flatnonzero(kind == K_OTHER) if "fields" in batch.schema.names else np.zeros(0, np.int64)
+    # kprobes are among the events that are not kmem ones
+    probe = other
+    if len(other):
+        fields = pc.take(batch.column("fields"), pa.array(other))
+        is_probe = np.asarray(pc.fill_null(pc.starts_with(fields, "("), False).to_numpy(zero_copy_only=False), bool)
+        probe = other[is_probe]
+        f = pc.filter(fields, pa.array(is_probe))
         func = pc.struct_field(pc.extract_regex(f, r"^\((?P<f>[A-Za-z0-9_.]+)\+0x0/"), "f")
         funcs = func.to_pylist()
         pages = _hex_arg(f, "page")
@@ -112,23 +143,19 @@ def chunk_from_batch(batch: pa.RecordBatch | pa.Table, start: int) -> Chunk:
                 npages[row] = int(nm[j]) if nm[j] else 0
     return Chunk(
         start=start, kind=kind, api=api,
-        ts=_fill(batch.column("ts_ns"), 0, np.int64), cpu=_fill(batch.column("cpu"), -1, np.int32),
-        pid=_fill(batch.column("pid"), -1, np.int32), line=_fill(batch.column("line"), -1, np.int64),
-        pfn=_fill(batch.column("pfn"), -1, np.int64), order=_fill(batch.column("order"), 0, np.int8),
-        gfp=_fill(batch.column("gfp_mask"), 0, np.uint64), failed=_fill(batch.column("failed"), False, bool),
-        stack=_fill(batch.column("stack_id"), -1, np.int32), page=page, addr=addr, npages=npages,
-        mt=_fill(batch.column("migratetype"), -1, np.int8),
-        percpu_refill=_fill(batch.column("percpu_refill"), False, bool),
-        fragmenting=_fill(batch.column("fragmenting"), False, bool),
-        change_ownership=_fill(batch.column("change_ownership"), False, bool),
-        fallback_mt=_fill(batch.column("fallback_migratetype"), -1, np.int8),
+        ts=_col(batch, "ts_ns"), cpu=_col(batch, "cpu"), pid=_col(batch, "pid"), line=_col(batch, "line"),
+        pfn=_col(batch, "pfn", writable=True), order=_col(batch, "order"), gfp=_col(batch, "gfp_mask"),
+        failed=_col(batch, "failed"), stack=_col(batch, "stack_id"), page=page, addr=addr, npages=npages,
+        mt=_col(batch, "migratetype"), percpu_refill=_col(batch, "percpu_refill"),
+        fragmenting=_col(batch, "fragmenting"), change_ownership=_col(batch, "change_ownership"),
+        fallback_mt=_col(batch, "fallback_migratetype"),
     )
 
 
-def iter_chunks(trace, rows: int = 1 << 20) -> Iterator[Chunk]:
-    """The trace's events in (ts, seq) order, ``rows`` at a time."""
+def iter_chunks(trace, rows: int = 1 << 20, columns: list[str] | None = None) -> Iterator[Chunk]:
+    """The trace's events in (ts, seq) order, ``rows`` at a time; ``columns`` limits what is read."""
     start = 0
-    for batch in trace._file.iter_batches(batch_size=rows, columns=COLUMNS):
+    for batch in trace._file.iter_batches(batch_size=rows, columns=columns or COLUMNS):
         yield chunk_from_batch(batch, start)
         start += batch.num_rows
 
@@ -136,3 +163,11 @@ def iter_chunks(trace, rows: int = 1 << 20) -> Iterator[Chunk]:
 def chunk_from_table(table: pa.Table, start: int = 0) -> Chunk:
     """A whole (possibly filtered) events table as one chunk, for tests and small traces."""
     return chunk_from_batch(table.select(COLUMNS), start)
+
+
+def first_ts(trace) -> int:
+    """Timestamp of the trace's first event (0 for an empty trace), reading one row."""
+    for batch in trace._file.iter_batches(batch_size=1, columns=["ts_ns"]):
+        if batch.num_rows:
+            return int(batch.column(0)[0].as_py())
+    return 0

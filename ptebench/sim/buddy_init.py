@@ -68,7 +68,8 @@ def first_events(trace, npfn: int, rows: int = 1 << 20) -> tuple[np.ndarray, np.
     allocation's migratetype or an extfrag's fallback migratetype (-1 none)."""
     first = np.zeros(npfn, dtype=np.int8)
     pbmt = np.full((npfn >> PAGEBLOCK_ORDER) + 1, -1, dtype=np.int8)
-    for ch in iter_chunks(trace, rows):
+    cols = ["event", "pfn", "order", "failed", "migratetype", "fallback_migratetype"]
+    for ch in iter_chunks(trace, rows, columns=cols):
         alloc = (ch.kind == K_ALLOC) & ~ch.failed
         free = (ch.kind == K_FREE) | (ch.kind == K_FREE_BATCHED)
         sel = np.flatnonzero((alloc | free) & (ch.pfn >= 0))
