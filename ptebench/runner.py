@@ -195,7 +195,7 @@ def _last_alloc_pfn(ch, carry: dict[int, int]) -> np.ndarray:
 def replay(trace: str | Path | Trace, *, variant: str = "none", mode: str = "faithful", consumers: str | Path |
            None = None, use_kprobes: bool = True, initial: str = "auto", gbpages: bool = True,
            kernel: tuple[int, int] = (6, 1), running_from: str | int | None = "auto",
-           witness_driven: bool = True, memmap: str | Path | None = None, chunk_rows: int = 1 << 20) -> Result:
+           witness_driven: bool = True, memmap: str | Path | None = None, chunk_rows: int = 1 << 18) -> Result:
     """Replay an ingested trace through the direct-map model and return the kernel-named counters.
 
     ``mode="faithful"`` keeps every page where the kernel put it and applies each consumer's

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from ptebench.bench import ingest as bench_ingest
+from ptebench.bench import replay as bench_replay
 
 GB = bench_ingest.GB
 
@@ -129,6 +130,106 @@ def ingest_cmd(
                   TimeElapsedColumn(), console=err_console, transient=True) as progress:
         result = bench_ingest.run_ingest_bench(opts, progress)
     print_result(result)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+        console.print(f"wrote {json_out}")
+
+
+# --------------------------------------------------------------------------------------------
+# ptebench bench replay
+
+
+def _bytes(b: float | None) -> str:
+    if b is None:
+        return "n/a"
+    return f"{b / 2**20:,.0f} MiB" if b >= 2**20 else f"{b:,.1f} B"
+
+
+def replay_table(result: dict[str, Any]) -> Table:
+    """Contender, events/ops, CPU s, rate, ratio to buddy_ref, peak RSS, memory per event and per page."""
+    inp = result["input"]
+    table = Table(title=f"replay, simulate mode, one core (CPU {result['machine']['pinned_cpu']}): {inp['capture']} "
+                        f"tiled x{inp['tiles']} = {inp['rows']:,} events", title_justify="left", header_style="bold",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in ("contender", "events/ops", "CPU s", "rate /CPU-s", "x buddy_ref", "peak RSS", "mem/event",
+                 "mem/page"):
+        table.add_column(name, justify="left" if name == "contender" else "right")
+    for c in result["contenders"]:
+        table.add_row(c["label"], f"{c['count']:,} {c['unit']}", f"{c['cpu_s']:,.2f}", _rate(c["rate"]),
+                      _ratio(c["x_ref"]), _mib(c["peak_rss_bytes"]) if c["peak_rss_bytes"] else "n/a",
+                      _bytes(c["mem_per_event"]), _bytes(c["mem_per_page"]))
+    return table
+
+
+def replay_notes(result: dict[str, Any]) -> list[str]:
+    out = [f"{c['label']}: {c['note']}" for c in result["contenders"]]
+    pte = result["contenders"][0]
+    parts = pte.get("state_parts")
+    if parts:
+        out.append(f"ptebench state over {pte['npages']:,} pfns: " + ", ".join(
+            f"{k.replace('_', ' ')} {v / 2**20:,.0f} MiB ({v / pte['npages']:.1f} B/page)" for k, v in parts.items())
+            + " (allocated; zero pages never written are not resident)")
+    out.append(f"ptebench RSS grew {_bytes(pte['grown_rss_bytes'])} over {pte['count']:,} events and "
+               f"{_bytes(pte['head_grown_rss_bytes'])} over its first {pte['head_events']:,}: marginal "
+               f"{_bytes(pte['mem_per_event_marginal'])} per event; the rest is fixed (state, one chunk's temporaries)")
+    ref = result["contenders"][1]
+    out.append(f"buddy_ref state: {ref['npages']:,} pages x {ref['mem_per_page']:.0f} B = {_bytes(ref['state_bytes'])}; "
+               f"RSS grew {_bytes(ref['grown_rss_bytes'])}: the state, then "
+               f"{_bytes(ref['mem_per_event_marginal'])} per op (its op arrays)")
+    return out
+
+
+def profile_table(profile: dict[str, Any], n: int = 20) -> Table:
+    table = Table(title=f"profile of the replay (cProfile, {profile['total_s']:.1f} s; a jitted call counts once, "
+                        f"its time is its own): top {n} by own time", title_justify="left", header_style="bold",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in ("function", "calls", "own s", "cumulative s"):
+        table.add_column(name, justify="left" if name == "function" else "right")
+    for r in profile["by_tottime"][:n]:
+        table.add_row(r["function"], f"{r['calls']:,}", f"{r['tottime_s']:.2f}", f"{r['cumtime_s']:.2f}")
+    return table
+
+
+def print_replay_result(result: dict[str, Any]) -> None:
+    console.print(replay_table(result))
+    for line in replay_notes(result):
+        console.print(f"  {line}", highlight=False)
+    console.print("[bold]targets (issue #5)[/]")
+    for line in verdict_lines(result):
+        console.print("  " + line, highlight=False)
+    if result.get("profile"):
+        console.print(profile_table(result["profile"]))
+        console.print(f"  full profile: {result['profile']['path']} (python -m pstats)", highlight=False)
+    m, mach = result["method"], result["machine"]
+    console.print(f"[dim]Input: {m['input']}. {m['caveat'][0].upper() + m['caveat'][1:]}. CPU time: {m['cpu_time']}. "
+                  f"{m['warmup']}. Memory: {m['peak_rss']}. Load average at start {mach['loadavg_start']}, at end "
+                  f"{mach['loadavg_end']} ({mach['cpus_online']} CPUs).[/]")
+
+
+@bench_app.command("replay")
+def replay_cmd(
+    capture: Annotated[Path, typer.Option("--capture", help="A capture bundle directory (ingested once, cached) or an ingested .parquet to tile.")] = bench_replay.DEFAULT_CAPTURE,
+    events: Annotated[int, typer.Option("--events", help="At least this many events in the tiled trace (whole tiles of the capture).")] = bench_replay.DEFAULT_EVENTS,
+    ref_ops: Annotated[int, typer.Option("--ref-ops", help="Operations in buddy_ref's make_ops() stream.")] = bench_replay.REF_OPS,
+    ref_live: Annotated[int, typer.Option("--ref-live", help="make_ops()' cap on live allocations (memory must never be full).")] = bench_replay.REF_LIVE,
+    ref_npages: Annotated[int, typer.Option("--ref-npages", help="Pages of buddy_ref's machine (a multiple of 1024).")] = bench_replay.REF_NPAGES,
+    work_dir: Annotated[Path, typer.Option("--work-dir", help="Where the ingested capture, the tiled trace and buddy_ref's ops are cached.")] = bench_replay.DEFAULT_WORK_DIR,
+    baselines: Annotated[Path, typer.Option("--baselines", help="Directory of buddy_ref.py.")] = bench_replay.DEFAULT_BASELINES,
+    cpu: Annotated[int | None, typer.Option("--cpu", help="The CPU every contender is pinned to (default: the highest one available).")] = None,
+    profile: Annotated[Path | None, typer.Option("--profile", help="Also run the replay once more under cProfile (same pinned child, warmed up) and write the stats here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write every figure (with wall-clock times) as JSON.")] = None,
+) -> None:
+    """Time ptebench's simulate-mode replay of a real capture tiled to 10 M events against buddy_ref.run, the
+    minimal numba buddy loop, in the same run on one core; memory per event and per simulated page."""
+    opts = bench_replay.ReplayBenchOptions(capture=capture, events=events, ref_ops=ref_ops, ref_live=ref_live,
+                                           ref_npages=ref_npages, work_dir=work_dir, baselines=baselines, cpu=cpu,
+                                           profile=profile)
+    opts.check()  # bad options fail before anything runs
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err_console, transient=True) as progress:
+        result = bench_replay.run_replay_bench(opts, progress)
+    print_replay_result(result)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")

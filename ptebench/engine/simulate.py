@@ -360,10 +360,11 @@ class SimulateEngine:
                  (D.F_ALIAS if k == 0 else D.F_NOFLUSH), 1, -1) for k, p in enumerate(pfns.tolist())]
 
     def _reserve_dlog(self, a: np.ndarray) -> None:
-        """Room in the split log for the worst case of every CPA of the chunk (apply_ops stops early otherwise)."""
-        cpa = a[:, 9] > 0
-        need = int(sum(D.max_log_entries(int(n)) for n in a[cpa, 9])) if cpa.any() else 0
-        need += 4 * int(((a[:, 0] == S_ALLOC) | (a[:, 0] == S_FREE)).sum())  # room for a policy's own calls
+        """Room in the split log for the worst case of every CPA of the chunk (apply_ops stops early otherwise);
+        ``ctx.cpa()`` reserves for a policy's own calls."""
+        cn = a[:, 9]
+        cn = cn[cn > 0]
+        need = int((4 * (cn // D.PTRS + 3)).sum())  # directmap.max_log_entries()
         log = self.dmap.log
         have = len(log) - int(self.dmap.log_n[0])
         if have < need:
