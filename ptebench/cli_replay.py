@@ -41,14 +41,15 @@ def _open(path: Path):
         yield load(out)
 
 
-def _replay_kw(consumers, no_kprobes, initial, running_from, nogbpages, kernel, no_driven=False, memmap=None) -> dict:
+def _replay_kw(consumers, no_kprobes, initial, running_from, nogbpages, kernel, no_driven=False, memmap=None,
+               no_unseen_reuse=False) -> dict:
     try:
         major, minor = (int(x) for x in kernel.split(".")[:2])
     except ValueError as exc:
         raise PtebenchError(f"bad --kernel {kernel!r}", expected="MAJOR.MINOR, e.g. 6.1 or 6.15") from exc
     return {"consumers": consumers, "use_kprobes": not no_kprobes, "initial": initial, "running_from": running_from,
             "gbpages": not nogbpages, "kernel": (major, minor), "witness_driven": not no_driven,
-            "memmap": memmap}
+            "memmap": memmap, "unseen_reuse": not no_unseen_reuse}
 
 
 ConsumersOpt = Annotated[Path | None, typer.Option("--consumers", help="Consumer rules TOML (default: the bundled "
@@ -112,9 +113,13 @@ def replay_cmd(
                                                 "dmesg (BIOS-e820 lines), /proc/iomem or a firmware memmap listing; "
                                                 "the initial direct map is built from it by the boot rules.")] = None,
     top: Annotated[int, typer.Option(help="Rows of the split table to print.")] = 20,
+    no_unseen_reuse: Annotated[bool, typer.Option("--no-unseen-reuse", help="Simulate: free a page the trace frees "
+                                                  "twice with no allocation between (default: keep it allocated, as "
+                                                  "__alloc_pages_bulk() reallocated it without an event).")] = False,
 ) -> None:
     """Replay a trace through the direct-map model: split counts, direct-map composition, who split it."""
-    kw = _replay_kw(consumers, no_kprobes, initial, running_from, nogbpages, kernel, no_witness_driven, memmap)
+    kw = _replay_kw(consumers, no_kprobes, initial, running_from, nogbpages, kernel, no_witness_driven, memmap,
+                    no_unseen_reuse)
     with _open(trace) as tr:
         result = replay(tr, variant=variant, mode=mode, **kw)
     _print_result(result, top)

@@ -195,7 +195,8 @@ def _last_alloc_pfn(ch, carry: dict[int, int]) -> np.ndarray:
 def replay(trace: str | Path | Trace, *, variant: str = "none", mode: str = "faithful", consumers: str | Path |
            None = None, use_kprobes: bool = True, initial: str = "auto", gbpages: bool = True,
            kernel: tuple[int, int] = (6, 1), running_from: str | int | None = "auto",
-           witness_driven: bool = True, memmap: str | Path | None = None, chunk_rows: int = 1 << 18) -> Result:
+           witness_driven: bool = True, memmap: str | Path | None = None, chunk_rows: int = 1 << 18,
+           unseen_reuse: bool = True) -> Result:
     """Replay an ingested trace through the direct-map model and return the kernel-named counters.
 
     ``mode="faithful"`` keeps every page where the kernel put it and applies each consumer's
@@ -205,6 +206,10 @@ def replay(trace: str | Path | Trace, *, variant: str = "none", mode: str = "fai
     result carries the model's ``placement`` beside the kernel's (``placement_kernel``).
     ``witness_driven=False`` reports the witnesses of calls the model cannot place as
     unexplained instead of counting them as splits of unknown region.
+    ``unseen_reuse`` (simulate): a page the trace frees twice with no ``mm_page_alloc`` between was
+    reallocated by ``__alloc_pages_bulk()``, which fires no event; the model keeps it allocated
+    from the first free on (the bulk allocator takes the pcp head that free just filled).  Off:
+    the model frees it and ignores the second free.
     """
     policy = policies.get(variant)
     if mode not in MODES:
@@ -225,7 +230,7 @@ def replay(trace: str | Path | Trace, *, variant: str = "none", mode: str = "fai
     engine = FaithfulEngine(st.dmap, rules, tr.stack_index, amap, binding,
                             Options(use_kprobes=use_kprobes, running_from_ns=st.running_from_ns,
                                     witness_driven=witness_driven))
-    sim = _simulate_engine(tr, bundle, st, engine, policy) if mode == "simulate" else None
+    sim = _simulate_engine(tr, bundle, st, engine, policy, unseen_reuse) if mode == "simulate" else None
     events = 0
     for ch in iter_chunks(tr, chunk_rows):
         engine.feed(ch)
@@ -264,7 +269,7 @@ def replay(trace: str | Path | Trace, *, variant: str = "none", mode: str = "fai
 
 
 def _simulate_engine(tr: Trace, bundle: dict[str, Any], st: Setup, engine: FaithfulEngine,
-                     policy: policies.Policy) -> SimulateEngine:
+                     policy: policies.Policy, unseen_reuse: bool = True) -> SimulateEngine:
     """The modeled buddy at the trace's start (buddyinfo-before) and a copy of the initial direct map."""
     from ptebench.sim import buddy as B
     from ptebench.sim.buddy_init import buddyinfo_distance, initial_state
@@ -280,10 +285,19 @@ def _simulate_engine(tr: Trace, bundle: dict[str, Any], st: Setup, engine: Faith
     ncpus = max(int(c) for c in (tr.meta.get("cpus") or [0])) + 1
     buddy = B.Buddy.from_zones(init.zones, ncpus)
     buddy.set_free_blocks(init.blocks, init.pageblock_mt[: len(buddy.state["pbmt"])], absent=init.absent)
+    init.stats["pcp_blocks_above_high"] = buddy.set_pcp_blocks(init.pcp)
     sim_dmap = DirectMap(len(st.dmap.state["attr4k"]), kernel=st.dmap.kernel, gbpages=st.dmap.gbpages)
     for key, arr in st.dmap.state.items():
         sim_dmap.state[key][:] = arr
     sim = SimulateEngine(engine, sim_dmap, buddy, policy)
+    # __alloc_pages_bulk() allocates without an event: a page freed and freed again stays allocated in
+    # the model, one taken off the buddy and then freed is allocated there (engine/simulate.py), unless
+    # the allocation is a module/vmalloc area that the kprobes recreate
+    areas = [(a.created, a.pfns) for a in engine.binding.areas if a.pfns is not None]
+    rf, un = _not_in_later_area(init.refreed, areas), _not_in_later_area(init.unseen, areas)
+    init.stats["unseen_by_area"] = len(init.refreed) - len(rf) + len(init.unseen) - len(un)
+    sim.refreed = rf[:, 0].copy() if unseen_reuse else np.zeros(0, np.int64)
+    sim.unseen = np.unique(un[:, 0]) if unseen_reuse else np.zeros(0, np.int64)
     sim.init_stats = {f"init_{k}": v for k, v in init.stats.items() if k != "blocks_short"}
     after = (snaps.get("after") or {}).get("buddyinfo")
     sim.distance_after = None
@@ -291,6 +305,19 @@ def _simulate_engine(tr: Trace, bundle: dict[str, Any], st: Setup, engine: Faith
         sim.after_buddyinfo = after
         sim.distance_fn = buddyinfo_distance
     return sim
+
+
+def _not_in_later_area(rows: np.ndarray, areas: list[tuple[int, np.ndarray]]) -> np.ndarray:
+    """The [row, pfn] pairs whose page no module/vmalloc area created after the row holds."""
+    if not areas or not len(rows):
+        return rows
+    created = np.concatenate([np.full(len(p), c, np.int64) for c, p in areas])
+    pfns = np.concatenate([p for _, p in areas])
+    o = np.lexsort((created, pfns))
+    pfns, created = pfns[o], created[o]
+    at = np.maximum(np.searchsorted(pfns, rows[:, 1], side="right") - 1, 0)  # the page's latest area
+    later = (pfns[at] == rows[:, 1]) & (created[at] > rows[:, 0])
+    return rows[~later]
 
 
 def _sim_split_table(sim: SimulateEngine, engine: FaithfulEngine, tr: Trace) -> pd.DataFrame:

@@ -12,6 +12,8 @@ from ptebench.sim.buddy_init import (
     MAX_ORDER,
     buddyinfo_distance,
     choose_free_blocks,
+    F_PCP,
+    F_USED,
     first_events,
     initial_state,
     zones_from_ram,
@@ -41,7 +43,8 @@ def _check(state, buddyinfo, first):
         assert pfn + size <= zone_of[name][1]
         assert not seen[pfn: pfn + size].any()
         seen[pfn: pfn + size] = True
-        assert not (first[pfn: pfn + size] == 2).any()  # never a page the trace frees before allocating it
+        assert not (first[pfn: pfn + size] == F_USED).any()  # never a page the trace frees before allocating it
+        assert not (first[pfn: pfn + size] == F_PCP).any()  # nor one on a per-CPU list (buddyinfo omits those)
         if order < MAX_ORDER - 1:
             assert (pfn ^ size, order) not in free_set  # fully merged: no free buddy of the same order
         counts.setdefault(name, [0] * MAX_ORDER)[order] += 1
@@ -53,27 +56,30 @@ def _check(state, buddyinfo, first):
 def test_initial_state_matches_buddyinfo_exactly(capture):
     bi = capture.bundle["snapshots"]["before"]["buddyinfo"]
     state = initial_state(capture, memmap=capture.bundle["memmap"]["firmware"], buddyinfo=bi)
-    first, _ = first_events(capture, max(e for _, _, e in state.zones))
-    _check(state, bi, first)
+    fe = first_events(capture, max(e for _, _, e in state.zones))
+    _check(state, bi, fe.first)
     assert state.stats["blocks_short"] == {}
     assert [z[0] for z in state.zones] == ["DMA", "DMA32", "Normal"]
     again = initial_state(capture, memmap=capture.bundle["memmap"]["firmware"], buddyinfo=bi)
     assert again.blocks == state.blocks and (again.pageblock_mt == state.pageblock_mt).all()
 
 
-GOLDEN = {"secretmem_1024": (9, 1054, 1030), "modules": (None, 2038, 1373)}
+#: (pages in use before, pages taken off the buddy first, of those placed free, pcp blocks, pcp pages, re-freed)
+GOLDEN = {"secretmem_1024": (9, 944, 944, 213, 214, 0), "modules": (100, 1889, 1889, 265, 422, 777)}
 
 
 def test_likely_free_pages_are_preferred(capture):
-    """Golden: pages in use before the trace, pages the trace allocates first, and how many of those start free
-    (the rest sit in blocks that also hold pages in use, or were on per-CPU lists, which buddyinfo omits)."""
+    """Golden: pages in use before the trace, pages the trace takes off the buddy first and how many of those
+    start free (all: no chosen block also holds a page in use), the per-CPU blocks of the start, and the
+    frees followed by another free of the page (reallocated without an event)."""
     bi = capture.bundle["snapshots"]["before"]["buddyinfo"]
     state = initial_state(capture, memmap=capture.bundle["memmap"]["firmware"], buddyinfo=bi)
     s = state.stats
-    before, first, placed = GOLDEN[capture.bundle["name"]]
-    assert (s["pages_first_allocated"], s["likely_free_pages_placed_free"]) == (first, placed)
-    if before is not None:
-        assert s["pages_allocated_before_trace"] == before
+    before, first, placed, pcp_blocks, pcp_pages, refreed = GOLDEN[capture.bundle["name"]]
+    assert (s["pages_allocated_before_trace"], s["pages_first_allocated"], s["likely_free_pages_placed_free"]) == (
+        before, first, placed)
+    assert (s["pcp_blocks_at_start"], s["pcp_pages_at_start"], s["frees_reallocated_unseen"]) == (
+        pcp_blocks, pcp_pages, refreed)
 
 
 def test_constructed_zone_choice():
@@ -90,3 +96,73 @@ def test_constructed_zone_choice():
     assert len(blocks) == 3
     blocks, short = choose_free_blocks(zones, absent, npfn, {"DMA": [0] * 10 + [4]}, first)
     assert short == {"DMA": [0] * 10 + [2]}  # only [4M,8M) and [12M,16M) are whole and free of used pages
+
+
+def _first_events_oracle(trace, npfn):
+    """Plain per-event walk of the rules in first_events() (an independent oracle)."""
+    import pyarrow.compute as pc
+
+    t = trace._file.read(columns=["event", "cpu", "pfn", "order", "failed", "migratetype"])
+    ev = pc.cast(t["event"], "string").to_pylist()
+    cols = {k: t[k].to_pylist() for k in ("cpu", "pfn", "order", "failed", "migratetype")}
+    first: dict[int, int] = {}
+    last: dict[int, tuple[str, int, int]] = {}
+    seeds_a, seeds_d, refreed, unseen = [], [], [], []
+    for i, name in enumerate(ev):
+        pfn, order, failed, mt, cpu = (cols[k][i] for k in ("pfn", "order", "failed", "migratetype", "cpu"))
+        if pfn is None or pfn < 0 or name not in ("mm_page_alloc", "mm_page_free", "mm_page_free_batched",
+                                                  "mm_page_alloc_zone_locked", "mm_page_pcpu_drain"):
+            continue
+        if name == "mm_page_alloc" and failed:
+            continue
+        pcp_ok = (order <= 3 or order == 9) and mt is not None and 0 <= mt < 3
+        code = {"mm_page_free": 2, "mm_page_free_batched": 2, "mm_page_alloc_zone_locked": 1,
+                "mm_page_pcpu_drain": 3}.get(name, 3 if pcp_ok else 1)
+        for p in range(pfn, min(pfn + (1 << order), npfn)):
+            if p not in first:
+                first[p] = code
+                if code == 3 and p == pfn:
+                    (seeds_d if name == "mm_page_pcpu_drain" else seeds_a).append((cpu, pfn, order, mt if mt < 3 else 1))
+            if name in ("mm_page_alloc", "mm_page_free", "mm_page_alloc_zone_locked"):
+                kind = {"mm_page_alloc": "alloc", "mm_page_alloc_zone_locked": "taken"}.get(
+                    name, "free0" if order == 0 else "free")
+                if kind.startswith("free") and p in last and last[p][0] == "free0":
+                    refreed.append((last[p][1], p))
+                if kind.startswith("free") and p in last and last[p][0] == "taken":
+                    unseen.append((last[p][1], p))
+                last[p] = (kind, i, order)
+    return first, seeds_a + seeds_d[::-1], sorted(refreed), sorted(unseen)
+
+
+def test_first_events_against_oracle(capture):
+    npfn = 1 << 22
+    fe = first_events(capture, npfn, rows=97)  # small chunks: state carried across chunk edges
+    first, pcp, refreed, unseen = _first_events_oracle(capture, npfn)
+    got = {int(p): int(fe.first[p]) for p in np.flatnonzero(fe.first)}
+    assert got == first
+    assert fe.pcp == pcp
+    assert sorted(map(tuple, fe.refreed.tolist())) == refreed
+    assert sorted(map(tuple, fe.unseen.tolist())) == unseen
+    assert len(pcp) > 0
+
+
+def test_pcp_seeds_start_on_their_lists(capture):
+    """Pcp blocks of the start are on the lists of their CPU, never in a free block; the model's first
+    order-0 allocation on a seeded list returns the seed at its head."""
+    from ptebench.parse.gfp import GFP_NAMES
+    from ptebench.sim import buddy as B
+
+    bi = capture.bundle["snapshots"]["before"]["buddyinfo"]
+    state = initial_state(capture, memmap=capture.bundle["memmap"]["firmware"], buddyinfo=bi)
+    buddy = B.Buddy.from_zones(state.zones, 2)
+    buddy.set_free_blocks(state.blocks, state.pageblock_mt[: len(buddy.state["pbmt"])], absent=state.absent)
+    assert buddy.set_pcp_blocks(state.pcp) == 0
+    buddy.check()
+    lists = buddy.pcp_lists()
+    assert sum(len(v) for v in lists.values()) == len(state.pcp) == state.stats["pcp_blocks_at_start"]
+    cpu, pfn, order, mt = state.pcp[0]
+    gfp = {0: B.GFP_KERNEL, 1: GFP_NAMES["GFP_HIGHUSER_MOVABLE"]}.get(mt)
+    if gfp is not None and order == 0:
+        assert buddy.alloc(0, gfp, cpu) == pfn
+    with pytest.raises(ptebench.PtebenchError, match="not an aligned, allocated block"):
+        buddy.set_pcp_blocks([state.pcp[1]] if len(state.pcp) > 1 else [(cpu, pfn, order, mt)])

@@ -36,9 +36,10 @@ def test_simulate_none_reports_model_beside_kernel(secretmem):
     assert r.faithful["delta"]["direct_map_level2_splits"] == 2  # the faithful replay of the same trace
     assert r.placement_kernel["distinct_2m_blocks_unmovable"] == 7
     # golden: the model's own placement and splits on this trace (deterministic)
-    assert r.counters["delta"]["direct_map_level2_splits"] == 1
-    assert r.placement["distinct_2m_blocks_unmovable"] == 4
-    assert r.placement["polluted_pageblocks"] == 2  # the split page-table page included, as in the kernel's
+    assert r.counters["delta"]["direct_map_level2_splits"] == 2
+    assert r.placement["distinct_2m_blocks_unmovable"] == 7
+    assert r.placement["polluted_pageblocks"] == 3  # the split page-table pages included, as in the kernel's
+    assert (sim["init_pcp_blocks_at_start"], sim["init_pcp_blocks_above_high"]) == (213, 0)
     assert set(r.splits["source"]) == {"simulate"}
     again = results_json([ptebench.replay(secretmem, mode="simulate")])["runs"][0]
     run.pop("timing")
@@ -95,14 +96,18 @@ def test_intercepting_variant_needs_simulate(secretmem):
         ptebench.replay(secretmem, variant="nope", mode="simulate")
 
 
-#: simulate / kernel, as in docs/replay.md
+#: simulate / kernel, as in docs/replay.md; then the model's rejected frees
 FIDELITY = {
-    "mixed_small": ((7, 1), {"distinct_2m_blocks_unmovable": (32, 28), "polluted_pageblocks": (12, 13),
-                             "extfrag_steals": (9, 12), "pcp_refills": (514, 553)}),
-    "memload": ((0, 0), {"distinct_2m_blocks_unmovable": (74, 69), "polluted_pageblocks": (6, 5),
-                         "extfrag_steals": (33, 33), "pcp_refills": (2285, 2270)}),
-    "secretmem_16384": ((31, 0), {"distinct_2m_blocks_unmovable": (34, 37), "polluted_pageblocks": (32, 34),
-                                  "extfrag_steals": (15, 16), "pcp_refills": (267, 277)}),
+    "mixed_small": ((6, 1), {"distinct_2m_blocks_unmovable": (28, 28), "polluted_pageblocks": (11, 13),
+                             "extfrag_steals": (11, 12), "pcp_refills": (566, 553)}, 12),
+    "modules": ((3, 0), {"distinct_2m_blocks_unmovable": (10, 10), "polluted_pageblocks": (9, 9),
+                         "extfrag_steals": (2, 2), "pcp_refills": (15, 15)}, 12),
+    "memload": ((0, 0), {"distinct_2m_blocks_unmovable": (69, 69), "polluted_pageblocks": (5, 5),
+                         "extfrag_steals": (33, 33), "pcp_refills": (2282, 2270)}, 0),
+    "forkexec": ((0, 0), {"distinct_2m_blocks_unmovable": (9, 9), "polluted_pageblocks": (6, 6),
+                          "extfrag_steals": (2, 2), "pcp_refills": (37, 38)}, 0),
+    "secretmem_16384": ((33, 0), {"distinct_2m_blocks_unmovable": (37, 37), "polluted_pageblocks": (34, 34),
+                                  "extfrag_steals": (17, 16), "pcp_refills": (261, 277)}, 0),
 }
 
 
@@ -115,9 +120,11 @@ def test_placement_fidelity_golden(name, tmp_path):
     out = tmp_path / "t.parquet"
     ptebench.ingest([str(src)], out)
     r = ptebench.replay(out, mode="simulate")
-    splits, want = FIDELITY[name]
+    splits, want, rejected = FIDELITY[name]
     d = r.counters["delta"]
     assert (d["direct_map_level2_splits"], d["direct_map_level3_splits"]) == splits
     for key, (sim, kern) in want.items():
         assert (r.placement[key], r.placement_kernel[key]) == (sim, kern), key
-    assert r.simulate["free_rejected"] == 0 and r.simulate["alloc_failed"] == 0
+    assert (r.simulate["free_rejected"], r.simulate["alloc_failed"]) == (rejected, 0)
+    # the simulate splits equal the kernel's own on every capture (vmstat)
+    assert (r.faithful["delta"]["direct_map_level2_splits"], r.faithful["delta"]["direct_map_level3_splits"]) == splits

@@ -32,10 +32,15 @@ from ptebench.engine import addresses as A
 from ptebench.engine.faithful import CPA_MASKS, DM_MASKS, FaithfulEngine
 from ptebench.engine.placement import MIGRATE_UNMOVABLE, PAGEBLOCK_ORDER
 from ptebench.engine.stream import CPA_APIS, K_ALLOC, K_CPA, K_DM_DEFAULT, K_DM_INVALID, K_FREE, K_FREE_BATCHED, Chunk
+from ptebench.parse.gfp import GFP_NAMES
 from ptebench.policies import Policy
 from ptebench.sim import buddy as B
 from ptebench.sim import directmap as D
 from ptebench.sim.dmap import DirectMap
+
+#: gfp of an unseen __alloc_pages_bulk() allocation by its zone_locked migratetype (vmalloc's GFP_KERNEL etc.)
+MT_GFP = np.array([B.GFP_KERNEL, GFP_NAMES["GFP_HIGHUSER_MOVABLE"], B.GFP_KERNEL | GFP_NAMES["__GFP_RECLAIMABLE"]],
+                  dtype=np.uint64)
 
 S_ALLOC = 1
 S_FREE = 2
@@ -180,6 +185,8 @@ class SimulateEngine:
         self.consumer_of_event: dict[int, str] = {}
         self.init_stats: dict[str, int] = {}
         self.distance_after = None
+        self.refreed = np.zeros(0, np.int64)
+        self.unseen = np.zeros(0, np.int64)
 
     def feed(self, ch: Chunk) -> None:
         f = self.f
@@ -189,9 +196,22 @@ class SimulateEngine:
         # the bulk (allocations and frees) as arrays; kprobe-driven rows (rare) as tuples, merged by position
         alloc = (ch.kind == K_ALLOC) & ~ch.failed & (ch.pfn >= 0)
         witness = np.isin(cons_in, list(f.witness_ids))
+        gfp, mt_a = ch.gfp, ch.mt
+        if len(self.unseen):  # __alloc_pages_bulk() allocations the trace shows only by their zone_locked
+            lo, hi = np.searchsorted(self.unseen, [ch.start, ch.start + len(ch)])
+            if hi > lo:
+                u = self.unseen[lo:hi] - ch.start
+                alloc = alloc.copy()
+                alloc[u] = True
+                gfp = gfp.copy()
+                gfp[u] = MT_GFP[np.clip(ch.mt[u], 0, 2)]
+                mt_a = ch.mt.copy()
+                mt_a[u] = -1  # not counted in placement: the kernel's measures cannot see them either
         sel_a = np.flatnonzero(alloc & ~witness)
         free = ((ch.kind == K_FREE) | (ch.kind == K_FREE_BATCHED)) & (pair != -2) & (ch.pfn >= 0)
         sel_f = np.flatnonzero(free)
+        if len(self.refreed):  # reallocated unseen right after this free: the model keeps the page allocated
+            sel_f = sel_f[~np.isin(ch.start + sel_f, self.refreed)]
         ca = cons_in[sel_a].astype(np.int64)
         cf = np.where(pair[sel_f] >= 0, cons[sel_f], -1).astype(np.int64)
         act_a = np.vstack([f.alloc_act, np.zeros((1, 4), np.int64)])[ca]  # row -1 -> no action
@@ -202,10 +222,10 @@ class SimulateEngine:
         na = len(sel_a)
         bulk[:na, 0] = S_ALLOC
         bulk[:na, 1] = order_a
-        bulk[:na, 2] = B.requests(ch.gfp[sel_a].astype(np.int64), order_a) if na else 0
+        bulk[:na, 2] = B.requests(gfp[sel_a].astype(np.int64), order_a) if na else 0
         bulk[:na, 3] = ch.cpu[sel_a]
         bulk[:na, 4] = ch.pfn[sel_a]
-        bulk[:na, 5] = ch.mt[sel_a]
+        bulk[:na, 5] = mt_a[sel_a]
         bulk[:na, 6:9] = act_a[:, 0:3]
         bulk[:na, 8] |= run[sel_a]
         bulk[:na, 9] = np.where(act_a[:, 3] > 0, np.int64(1) << order_a, 0)

@@ -1247,6 +1247,40 @@ class Buddy:
         zi[:, Z_PGFREE] = 0
         self._seeded = True
 
+    def set_pcp_blocks(self, blocks: Sequence[tuple[int, int, int, int]]) -> int:
+        """Seed the per-CPU lists after :meth:`set_free_blocks`: each ``(cpu, pfn, order, mt)``, an
+        allocated block, goes to the tail of ``pcp->lists[order_to_pindex(mt, order)]`` of its zone
+        on ``cpu`` (so the first block given is the list head, the next one ``__rmqueue_pcplist()``
+        hands out), with ``set_pcppage_migratetype(mt)``; ``NR_FREE_PAGES`` does not count pcp
+        pages (``rmqueue_bulk()`` took them off it).  A block that would lift ``pcp->count`` above
+        ``pcp->high`` is left allocated (the kernel would have drained it, ``free_unref_page_commit()``):
+        returns how many were left so."""
+        if not self._seeded or self.ops_applied:
+            raise PtebenchError("set_pcp_blocks() follows set_free_blocks() on a fresh allocator")
+        st = self.state
+        zi, pst, pcp, lk = st["zi"], st["pst"], st["pcp"], st["lk"]
+        npfn, nb, nz = int(st["cfg"][CF_NPFN]), int(st["cfg"][CF_NB]), len(self.names)
+        thp = int(st["cfg"][CF_THP])
+        dropped = 0
+        for cpu, pfn, order, mt in blocks:
+            cpu, pfn, order, mt = int(cpu), int(pfn), int(order), int(mt)
+            self._check_cpu(cpu)
+            if not (_pcp_allowed(order, thp) and 0 <= mt < MIGRATE_PCPTYPES):
+                raise PtebenchError(f"pcp block ({pfn}, order {order}, migratetype {mt}): not a pcp order/type")
+            z = _zone_of(zi, pfn)
+            n = 1 << order
+            if z < 0 or pfn % n or pfn + n > zi[z, Z_END] or not np.isin(pst[pfn:pfn + n], (PS_USED, PS_MOVABLE)).all():
+                raise PtebenchError(f"pcp block ({pfn}, order {order}) is not an aligned, allocated block of one zone")
+            pc = cpu * nz + z
+            if pcp[pc, P_COUNT] + n > zi[z, Z_HIGH]:
+                dropped += 1
+                continue
+            pst[pfn:pfn + n] = PS_NONE
+            pst[pfn] = PS_PCP + mt
+            _list_add_tail(lk, pfn, npfn + nb + pc * NR_PCP_LISTS + _order_to_pindex(mt, order))
+            pcp[pc, P_COUNT] += n
+        return dropped
+
     # ------------------------------------------------------------------ operations
     def _args(self) -> list[np.ndarray]:
         return [self.state[k] for k in STATE_ORDER]
