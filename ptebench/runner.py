@@ -14,18 +14,17 @@ import pyarrow.compute as pc
 
 from ptebench import policies
 from ptebench.engine import addresses as A
-from ptebench.engine.areas import bind_areas, resolve_call
 from ptebench.engine.consumers import Consumers
 from ptebench.engine.faithful import FaithfulEngine, Options
+from ptebench.engine.prepass import VFREE_FRAMES, prepass  # noqa: F401  (re-exported)
 from ptebench.engine.simulate import SimulateEngine
-from ptebench.engine.stream import CPA_APIS, K_ALLOC, K_CPA, K_DM_INVALID, first_ts, iter_chunks
+from ptebench.engine.stream import CPA_APIS, K_CPA, REPLAY_COLUMNS, KprobeRows, first_ts, iter_chunks
 from ptebench.errors import PtebenchError
 from ptebench.results import KERNEL_KEYS, SPLIT_COLUMNS, Result
 from ptebench.sim.dmap import DirectMap
 from ptebench.trace import Trace, load
 
 MODES = ("faithful", "simulate")
-VFREE_FRAMES = ("vm_reset_perms", "__vunmap", "vfree")
 TRACING_PREFIXES = ("trace_", "__trace_", "ftrace_", "kprobe", "perf_", "__ftrace", "stack_trace", "arch_stack_walk")
 
 
@@ -139,59 +138,6 @@ def _memmap_file_layout(path: Path, *, gbpages: bool, kernel: tuple[int, int]):
     return dm, f"boot rules ({'gbpages' if gbpages else 'nogbpages'}) from {path} ({kind})"
 
 
-def prepass(trace: Trace, amap: A.AddressMap, rows: int) -> tuple[Any, dict[str, Any]]:
-    """One pass over the kprobe events: module/vmalloc area binding and the vmemmap base check."""
-    idx = trace.stack_index
-    vfree_stacks = set()
-    for f in VFREE_FRAMES:
-        vfree_stacks.update(idx.with_frame(f).tolist())
-    calls: list[tuple[int, int, int, int]] = []
-    call_args: dict[int, tuple[int, int]] = {}
-    runs: list[tuple[int, list[int]]] = []
-    open_run: dict[int, tuple[int, list[int]]] = {}
-    pairs: list[tuple[int, int]] = []
-    carry: dict[int, int] = {}
-    for ch in iter_chunks(trace, rows, columns=["event", "pid", "pfn", "order", "failed", "fields", "stack_id"]):
-        last_alloc = _last_alloc_pfn(ch, carry)
-        probe = np.flatnonzero(ch.kind >= K_DM_INVALID)
-        pfns = amap.page_pfns(ch.page[probe])
-        for k, j in enumerate(probe.tolist()):
-            g, pid = ch.start + j, int(ch.pid[j])
-            if ch.kind[j] == K_DM_INVALID and last_alloc[j] >= 0:
-                pairs.append((int(ch.page[j]), int(last_alloc[j])))
-            if ch.kind[j] == K_DM_INVALID and int(ch.stack[j]) in vfree_stacks and pfns[k] >= 0:
-                if pid not in open_run:
-                    open_run[pid] = (g, [])
-                    runs.append(open_run[pid])
-                open_run[pid][1].append(int(pfns[k]))
-                continue
-            open_run.pop(pid, None)
-            if ch.kind[j] == K_CPA and amap.classify(int(ch.addr[j])) == A.MODULE:
-                calls.append((g, pid, int(ch.addr[j]), int(ch.npages[j])))
-                call_args[g] = (int(ch.addr[j]), int(ch.npages[j]))
-    binding = bind_areas(calls, [(g, np.array(p)) for g, p in runs])
-    resolve_call(binding, call_args)
-    agree = sum(1 for page, pfn in pairs if page - A.STRUCT_PAGE * pfn == amap.vmemmap_base)
-    return binding, {"vmemmap_base": hex(amap.vmemmap_base), "vmemmap_from": amap.vmemmap_from,
-                     "vmemmap_pairs_agreeing": agree, **binding.stats}
-
-
-def _last_alloc_pfn(ch, carry: dict[int, int]) -> np.ndarray:
-    """For each row, the pfn of the latest allocation by the same pid up to it (-1 if none).
-
-    ``carry`` holds each pid's last allocation from earlier chunks and is updated, so the
-    answer does not depend on where the chunks are cut.
-    """
-    alloc = pd.Series(np.where(ch.kind == K_ALLOC, ch.pfn, np.nan))
-    out = alloc.groupby(ch.pid).ffill().to_numpy().copy()
-    missing = np.isnan(out)
-    if missing.any() and carry:
-        out[missing] = [carry.get(int(p), np.nan) for p in ch.pid[missing]]
-    last = alloc.groupby(ch.pid).last().dropna()
-    carry.update({int(k): int(v) for k, v in last.items()})
-    return np.nan_to_num(out, nan=-1).astype(np.int64)
-
-
 def replay(trace: str | Path | Trace, *, variant: str = "none", mode: str = "faithful", consumers: str | Path |
            None = None, use_kprobes: bool = True, initial: str = "auto", gbpages: bool = True,
            kernel: tuple[int, int] = (6, 1), running_from: str | int | None = "auto",
@@ -224,15 +170,20 @@ def replay(trace: str | Path | Trace, *, variant: str = "none", mode: str = "fai
     bundle = tr.bundle or {}
     dumps = [s.get("dmdump") for s in (bundle.get("snapshots") or {}).values() if s and s.get("dmdump")]
     amap = A.AddressMap.for_page_offset(dumps[0]["page_offset"] if dumps else None)
-    binding, pre = prepass(tr, amap, chunk_rows)
+    scan = _first_event_scan(bundle) if mode == "simulate" else None  # shares the prepass's read
+    kprobes = KprobeRows()  # parsed once, in the prepass
+    binding, pre = prepass(tr, amap, chunk_rows, scan, kprobes)
     t1 = time.perf_counter()
     start_counters = st.dmap.counters
     engine = FaithfulEngine(st.dmap, rules, tr.stack_index, amap, binding,
                             Options(use_kprobes=use_kprobes, running_from_ns=st.running_from_ns,
-                                    witness_driven=witness_driven))
-    sim = _simulate_engine(tr, bundle, st, engine, policy, unseen_reuse) if mode == "simulate" else None
+                                    witness_driven=witness_driven, events=tr._file.metadata.num_rows))
+    sim = None
+    if mode == "simulate":
+        sim = _simulate_engine(tr, bundle, st, engine, policy, unseen_reuse, scan)
+        scan = None  # its per-pfn arrays are not needed past the initial state
     events = 0
-    for ch in iter_chunks(tr, chunk_rows):
+    for ch in iter_chunks(tr, chunk_rows, columns=REPLAY_COLUMNS, kprobes=kprobes.finish(), lazy=True):
         engine.feed(ch)
         if sim is not None:
             sim.feed(ch)
@@ -268,8 +219,22 @@ def replay(trace: str | Path | Trace, *, variant: str = "none", mode: str = "fai
     return result
 
 
+def _first_event_scan(bundle: dict[str, Any]) -> Any:
+    """The initial-state scan of simulate mode (``sim/buddy_init.py``), when the bundle has what it needs."""
+    from ptebench.sim.buddy_init import FirstEventScan, memmap_zones
+
+    before = ((bundle.get("snapshots") or {}).get("before") or {}).get("buddyinfo")
+    memmap = (bundle.get("memmap") or {}).get("firmware")
+    if not before or not memmap:
+        return None  # _simulate_engine() says what is missing
+    zones = memmap_zones(memmap)
+    scan = FirstEventScan(zones[2])
+    scan.zones = zones
+    return scan
+
+
 def _simulate_engine(tr: Trace, bundle: dict[str, Any], st: Setup, engine: FaithfulEngine,
-                     policy: policies.Policy, unseen_reuse: bool = True) -> SimulateEngine:
+                     policy: policies.Policy, unseen_reuse: bool = True, scan: Any = None) -> SimulateEngine:
     """The modeled buddy at the trace's start (buddyinfo-before) and a copy of the initial direct map."""
     from ptebench.sim import buddy as B
     from ptebench.sim.buddy_init import buddyinfo_distance, initial_state
@@ -281,7 +246,8 @@ def _simulate_engine(tr: Trace, bundle: dict[str, Any], st: Setup, engine: Faith
         raise PtebenchError("simulate mode needs the capture's buddyinfo before the trace and its memory map",
                             file=str(tr.path), expected="a capture bundle with buddyinfo-before.txt and "
                             "firmware-memmap.txt")
-    init = initial_state(tr, memmap=memmap, buddyinfo=before)
+    init = initial_state(tr, memmap=memmap, buddyinfo=before, first=scan.result() if scan else None,
+                         zones=scan.zones if scan else None)
     ncpus = max(int(c) for c in (tr.meta.get("cpus") or [0])) + 1
     buddy = B.Buddy.from_zones(init.zones, ncpus)
     buddy.set_free_blocks(init.blocks, init.pageblock_mt[: len(buddy.state["pbmt"])], absent=init.absent)

@@ -9,11 +9,11 @@ import pytest
 
 import ptebench
 from ptebench.sim.buddy_init import (
+    F_PCP,
+    F_USED,
     MAX_ORDER,
     buddyinfo_distance,
     choose_free_blocks,
-    F_PCP,
-    F_USED,
     first_events,
     initial_state,
     zones_from_ram,

@@ -62,6 +62,7 @@ class Options:
     # count witnesses of unplaceable calls as splits of unknown region (the default), or report them
     # as witness_unexplained and leave the counters to the model alone
     witness_driven: bool = True
+    events: int | None = None  # the trace's events, when known (a bound on event indices: smaller state)
 
 
 @dataclass
@@ -102,11 +103,15 @@ class FaithfulEngine:
         self.amap = amap
         self.binding = binding
         self.opt = options
-        self.pairing = Pairing(len(dmap.state["attr4k"]))
+        self.pairing = Pairing(len(dmap.state["attr4k"]), options.events)
         self.placement = Placement(len(dmap.state["attr4k"]))
         self.stack_cons = consumers.classify_stacks(stack_index)
+        self.stack_cons_none = np.append(self.stack_cons, np.int16(-1)).astype(np.int16)
         self.alloc_act, self.free_act = consumers.action_table()
         self.witness_ids = set(consumers.witness_ids().tolist())
+        # per consumer id, a witness (page-table pages of a CPA call); the extra last entry is id -1
+        self.is_witness = np.zeros(len(consumers.items) + 1, dtype=bool)
+        self.is_witness[sorted(self.witness_ids)] = True
         self.stack_info = _StackInfo(stack_index)
         self.records: list[SplitRecord] = []
         self.w = WitnessState()
@@ -119,11 +124,9 @@ class FaithfulEngine:
 
     # ------------------------------------------------------------------ per chunk
     def feed(self, ch: Chunk) -> None:
-        cons_in = np.full(len(ch), -1, dtype=np.int16)
-        has_stack = ch.stack >= 0
-        cons_in[has_stack] = self.stack_cons[ch.stack[has_stack]]
+        cons_in = self.stack_cons_none[ch.stack]  # stack -1: the extra last entry, -1
         alloc = ch.kind == K_ALLOC
-        nostack = alloc & ~has_stack
+        nostack = alloc & (ch.stack < 0)
         if nostack.any():
             cons_in[nostack] = self.consumers.classify_gfp(ch.gfp[nostack], ch.order[nostack])
             self.stats["classified_by_gfp"] += int(nostack.sum())
@@ -134,10 +137,12 @@ class FaithfulEngine:
             ch.pfn[dm] = pfns
         pair, cons = self.pairing.feed(ch.kind, ch.pfn, ch.order, ch.failed, cons_in, ch.start, ch.mt)
         self.last_classification = (cons_in, pair, cons)
+        run = self._running(ch)
         self.placement.feed(ch)
         ok_alloc = alloc & ~ch.failed & (ch.pfn >= 0)
-        np.add.at(self.consumer_allocs, cons_in[ok_alloc].astype(np.int64), 1)
-        ops, origin, placeable_calls = self._ops(ch, cons, pair, ok_alloc)
+        ncons = len(self.consumer_allocs)
+        self.consumer_allocs += np.bincount(cons_in[ok_alloc].astype(np.int64) % ncons, minlength=ncons)
+        ops, origin, placeable_calls = self._ops(ch, cons, pair, ok_alloc, run)
         first_log = int(self.dmap.log_n[0])
         first_op = self.dmap.ops_applied
         if len(ops):
@@ -155,12 +160,13 @@ class FaithfulEngine:
                 running=bool(ops.flags[op] & D.F_RUNNING)))
             if not row[D.L_KIND]:
                 self.split_of_call[placeable_calls.get(ev, ev)].append(len(self.records) - 1)
-        self._witnesses(ch, cons_in, pair, placeable_calls)
+        self._witnesses(ch, cons_in, pair, placeable_calls, run)
 
-    def _running(self, ts: np.ndarray) -> np.ndarray:
+    def _running(self, ch: Chunk) -> np.ndarray:
+        """F_RUNNING per event of the chunk (its timestamps are read only when there is a moment to compare)."""
         if self.opt.running_from_ns is None:
-            return np.full(len(ts), D.F_RUNNING, dtype=np.int64)
-        return np.where(ts >= self.opt.running_from_ns, D.F_RUNNING, 0).astype(np.int64)
+            return np.full(len(ch), D.F_RUNNING, dtype=np.int64)
+        return np.where(ch.ts >= self.opt.running_from_ns, D.F_RUNNING, 0).astype(np.int64)
 
     def _origin_name(self, ch: Chunk, j: int, c: int) -> str:
         if ch.kind[j] == K_CPA:
@@ -171,40 +177,53 @@ class FaithfulEngine:
             return f"kprobe:{DM_API[int(ch.kind[j])]}"
         return "?"
 
-    def _ops(self, ch: Chunk, cons: np.ndarray, pair: np.ndarray, ok_alloc: np.ndarray):
+    def _ops(self, ch: Chunk, cons: np.ndarray, pair: np.ndarray, ok_alloc: np.ndarray, run: np.ndarray):
         """The CPA calls of this chunk, in event order, with the event each came from."""
-        run = self._running(ch.ts)
-        rows: list[tuple[int, int, int, int, int, int]] = []  # (event j, pfn, n, set, clr, flags)
         calls: dict[int, int] = {}  # event index -> call id (confirming kprobes map to the consumer's op)
-        # consumer actions on allocation and on free
+        # consumer actions on allocation and on free, as arrays in event order
         has_a = self.alloc_act[:, 3].astype(bool)
         has_f = self.free_act[:, 3].astype(bool)
         cons_safe = np.where(cons >= 0, cons, 0).astype(np.int64)
-        sel_a = np.flatnonzero(ok_alloc & has_a[cons_safe] & (cons >= 0))
+        on_alloc = ok_alloc & has_a[cons_safe] & (cons >= 0)
         is_free = (ch.kind == K_FREE) | (ch.kind == K_FREE_BATCHED)
-        sel_f = np.flatnonzero(is_free & (pair >= 0) & (cons >= 0) & has_f[cons_safe])
-        for sel, act in ((sel_a, self.alloc_act), (sel_f, self.free_act)):
-            for j in sel.tolist():
-                s, c, f, _ = act[cons[j]]
-                rows.append((j, int(ch.pfn[j]), 1 << int(ch.order[j]), int(s), int(c), int(f) | int(run[j])))
+        sel = np.flatnonzero(on_alloc | (is_free & (pair >= 0) & (cons >= 0) & has_f[cons_safe]))
+        act = np.where(on_alloc[sel, None], self.alloc_act[cons_safe[sel]], self.free_act[cons_safe[sel]])
+        cols = [sel, ch.pfn[sel], np.int64(1) << ch.order[sel].astype(np.int64), act[:, 0], act[:, 1],
+                act[:, 2] | run[sel]]
         if self.opt.use_kprobes:
             dm = np.flatnonzero((ch.kind == K_DM_INVALID) | (ch.kind == K_DM_DEFAULT))
-            for j in dm.tolist():
-                c = int(cons[j])
-                if c >= 0 and self.alloc_act[c, 3]:
-                    self.stats["kprobe_confirmations"] += 1
-                    calls[ch.start + j] = int(pair[j])
-                    continue
-                if ch.pfn[j] < 0:
-                    continue
-                s, cl = DM_MASKS[int(ch.kind[j])]
-                rows.append((j, int(ch.pfn[j]), 1, s, cl, D.F_NOFLUSH | int(run[j])))
+            c = cons[dm].astype(np.int64)
+            confirms = (c >= 0) & (self.alloc_act[np.where(c >= 0, c, 0), 3] != 0)
+            if confirms.any():  # the consumer made this change: the kprobe belongs to its call
+                self.stats["kprobe_confirmations"] += int(confirms.sum())
+                calls.update(zip((ch.start + dm[confirms]).tolist(), pair[dm[confirms]].tolist(), strict=True))
+            dm = dm[~confirms & (ch.pfn[dm] >= 0)]
+            inv = ch.kind[dm] == K_DM_INVALID
+            (si, ci), (sd, cd) = DM_MASKS[K_DM_INVALID], DM_MASKS[K_DM_DEFAULT]
+            extra = np.stack([dm, ch.pfn[dm], np.ones(len(dm), np.int64), np.where(inv, si, sd),
+                              np.where(inv, ci, cd), D.F_NOFLUSH | run[dm]], axis=1).astype(np.int64)
+            rows = []  # (event j, pfn, n, set, clr, flags) of set_memory_* kprobes
             for j in np.flatnonzero(ch.kind == K_CPA).tolist():
                 rows.extend(self._cpa_rows(ch, j, int(run[j])))
-        rows.sort(key=lambda r: r[0])  # stable: ops of one event keep their order
-        ops = Ops.from_rows([r[1:] for r in rows]) if rows else Ops.from_rows([])
-        origin = np.array([ch.start + r[0] for r in rows], dtype=np.int64)
-        return ops, origin, calls
+            if rows:  # by event (stable: the ops of one call keep their order)
+                extra = np.concatenate([extra, np.array(rows, dtype=np.int64).reshape(-1, 6)])
+                extra = extra[np.argsort(extra[:, 0], kind="stable")]
+        else:
+            extra = np.zeros((0, 6), np.int64)
+        if len(extra):  # merged by event
+            is_extra = np.zeros(len(sel) + len(extra), dtype=bool)
+            is_extra[np.searchsorted(sel, extra[:, 0]) + np.arange(len(extra))] = True
+            merged = []
+            for k, col in enumerate(cols):
+                out = np.empty(len(is_extra), dtype=np.int64)
+                out[~is_extra] = col
+                out[is_extra] = extra[:, k]
+                merged.append(out)
+            cols = merged
+        j, pfn, n, setm, clrm, flags = cols
+        ops = Ops(np.asarray(pfn, np.int64), np.asarray(n, np.int64), np.asarray(setm).astype(np.uint8),
+                  np.asarray(clrm).astype(np.uint8), np.asarray(flags, np.int64))
+        return ops, ch.start + np.asarray(j, np.int64), calls
 
     def _cpa_rows(self, ch: Chunk, j: int, run: int) -> list[tuple[int, int, int, int, int, int]]:
         api = CPA_APIS[ch.api[j]]
@@ -235,17 +254,17 @@ class FaithfulEngine:
         return []
 
     # ------------------------------------------------------------------ witnesses
-    def _witnesses(self, ch: Chunk, cons_in: np.ndarray, pair: np.ndarray, calls: dict[int, int]) -> None:
+    def _witnesses(self, ch: Chunk, cons_in: np.ndarray, pair: np.ndarray, calls: dict[int, int],
+                   run: np.ndarray) -> None:
         """Walk the chunk's call events and witnesses in order, binding witnesses to splits."""
-        wmask = (ch.kind == K_ALLOC) & np.isin(cons_in, list(self.witness_ids)) & ~ch.failed
+        wmask = (ch.kind == K_ALLOC) & self.is_witness[cons_in] & ~ch.failed
         has_a = self.alloc_act[:, 3].astype(bool)
         cons_safe = np.where(cons_in >= 0, cons_in, 0).astype(np.int64)
         call_mask = np.zeros(len(ch), dtype=bool)
         if self.opt.use_kprobes:
             call_mask |= (ch.kind == K_DM_INVALID) | (ch.kind == K_DM_DEFAULT) | (ch.kind == K_CPA)
         call_mask |= (ch.kind == K_ALLOC) & has_a[cons_safe] & (cons_in >= 0) & ~ch.failed
-        run = self._running(ch.ts)
-        for j in np.flatnonzero(wmask | call_mask).tolist():
+        for j in _witness_walk(ch.pid, wmask, call_mask).tolist():
             g = ch.start + j
             pid = int(ch.pid[j])
             if call_mask[j]:
@@ -397,6 +416,19 @@ class FaithfulEngine:
 
     def public_stats(self) -> dict[str, int]:
         return {k: v for k, v in sorted(self.stats.items()) if not k.startswith("_")}
+
+
+def _witness_walk(pid: np.ndarray, wmask: np.ndarray, call_mask: np.ndarray) -> np.ndarray:
+    """The rows of the witness walk, in order: witnesses and calls, without the calls that the next call of
+    the same pid overrides before any witness of that pid (a call only sets its pid's latest call)."""
+    rows = np.flatnonzero(wmask | call_mask)
+    if len(rows) < 2:
+        return rows
+    o = np.argsort(pid[rows], kind="stable")
+    p, c = pid[rows][o], call_mask[rows][o]
+    overridden = np.zeros(len(rows), dtype=bool)
+    overridden[o[:-1]] = c[:-1] & c[1:] & (p[:-1] == p[1:])
+    return rows[~overridden]
 
 
 class _StackInfo:

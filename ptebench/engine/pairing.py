@@ -58,9 +58,10 @@ STAT_NAMES = ("allocs", "failed_allocs", "frees", "paired_frees", "piece_frees",
               "pfn_out_of_range", "mixed_owner_frees")
 
 
-def new_state(npfn: int) -> dict[str, np.ndarray]:
+def new_state(npfn: int, events: int | None = None) -> dict[str, np.ndarray]:
+    """Empty state; ``events``: how many events the stream has at most (owners are int32 when they fit)."""
     return {
-        "owner": np.full(npfn, -1, dtype=np.int64),
+        "owner": np.full(npfn, -1, dtype=np.int32 if events is not None and events < (1 << 31) else np.int64),
         "owner_cons": np.full(npfn, -1, dtype=np.int16),
         "owner_order": np.zeros(npfn, dtype=np.int8),
         "owner_mt": np.full(npfn, -1, dtype=np.int8),  # migratetype of the owning allocation
@@ -147,8 +148,8 @@ def pair_events(kind, pfn, order, failed, cons_in, mt, start, owner, owner_cons,
 class Pairing:
     """Typed wrapper: persistent pairing state over a stream of chunks."""
 
-    def __init__(self, npfn: int) -> None:
-        self.state = new_state(npfn)
+    def __init__(self, npfn: int, events: int | None = None) -> None:
+        self.state = new_state(npfn, events)
 
     def feed(self, kind: np.ndarray, pfn: np.ndarray, order: np.ndarray, failed: np.ndarray, cons_in: np.ndarray,
              start: int, mt: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from ptebench.engine.stream import K_ALLOC, K_EXTFRAG, K_PCPU_DRAIN, K_ZONE_LOCKED, Chunk
 
@@ -26,34 +27,29 @@ MIGRATE_UNMOVABLE = 0
 class Placement:
     """Accumulates the placement measures over a stream of chunks (persistent state)."""
 
+    NAMES = ("extfrag_steals", "extfrag_fragmenting", "extfrag_change_ownership", "pcp_refills", "pcp_refill_pages",
+             "pcp_drain_pages")
+
     def __init__(self, npfn: int) -> None:
         self.touched = np.zeros((npfn >> PAGEBLOCK_ORDER) + 1, dtype=bool)
-        self.counts = dict.fromkeys(("extfrag_steals", "extfrag_fragmenting", "extfrag_change_ownership",
-                                     "pcp_refills", "pcp_refill_pages", "pcp_drain_pages"), 0)
-        self.prev_refill: dict[int, bool] = {}
+        self.ctr = np.zeros(len(self.NAMES), dtype=np.int64)
+        self.prev_refill = np.zeros(1, dtype=np.bool_)  # per CPU + 1: its latest event was a pcp refill
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {name: int(v) for name, v in zip(self.NAMES, self.ctr, strict=True)}
 
     def feed(self, ch: Chunk) -> None:
-        unmov = (ch.kind == K_ALLOC) & ~ch.failed & (ch.mt == MIGRATE_UNMOVABLE) & (ch.pfn >= 0)
-        if unmov.any():
-            lo = ch.pfn[unmov] >> PAGEBLOCK_ORDER
-            hi = (ch.pfn[unmov] + (np.int64(1) << ch.order[unmov].astype(np.int64)) - 1) >> PAGEBLOCK_ORDER
-            self.touched[lo[lo < len(self.touched)]] = True
-            self.touched[hi[hi < len(self.touched)]] = True
-        ext = ch.kind == K_EXTFRAG
-        c = self.counts
-        c["extfrag_steals"] += int(ext.sum())
-        c["extfrag_fragmenting"] += int((ext & ch.fragmenting).sum())
-        c["extfrag_change_ownership"] += int((ext & ch.change_ownership).sum())
-        refill = (ch.kind == K_ZONE_LOCKED) & ch.percpu_refill
-        c["pcp_refill_pages"] += int(refill.sum())
-        # one rmqueue_bulk() call traces its pages back to back on its CPU: a burst starts at a refill
-        # event whose previous event on the same CPU (carried across chunks) was not one
-        for cpu in np.unique(ch.cpu).tolist():
-            r = refill[ch.cpu == cpu]
-            prev = np.concatenate(([self.prev_refill.get(cpu, False)], r[:-1]))
-            c["pcp_refills"] += int((r & ~prev).sum())
-            self.prev_refill[cpu] = bool(r[-1])
-        c["pcp_drain_pages"] += int((ch.kind == K_PCPU_DRAIN).sum())
+        if len(ch):
+            lo, hi = int(ch.cpu.min()), int(ch.cpu.max())
+            if lo < -1:
+                raise ValueError(f"cpu {lo} in the trace")
+            if hi + 2 > len(self.prev_refill):
+                grown = np.zeros(hi + 2, dtype=np.bool_)
+                grown[: len(self.prev_refill)] = self.prev_refill
+                self.prev_refill = grown
+        _placement_chunk(ch.kind, ch.failed, ch.mt, ch.pfn, ch.order, ch.fragmenting, ch.change_ownership,
+                         ch.percpu_refill, ch.cpu, self.touched, self.prev_refill, self.ctr)
 
     def result(self, live_unmovable: np.ndarray) -> dict[str, int]:
         """The measures, given a bool array of pfns holding a live unmovable page at the end."""
@@ -61,3 +57,35 @@ class Placement:
         return {"distinct_2m_blocks_unmovable": int(self.touched.sum()), "polluted_pageblocks": int(len(polluted)),
                 **self.counts}
 
+
+@njit(cache=True)
+def _placement_chunk(kind, failed, mt, pfn, order, fragmenting, change_ownership, percpu_refill, cpu, touched,
+                     prev_refill, ctr):
+    """:class:`Placement` over one chunk, event by event (reference: ``placement_reference`` in the tests).
+    One ``rmqueue_bulk()`` call traces its pages back to back on its CPU: a refill burst starts at a refill
+    event whose previous event on the same CPU (carried across chunks) was not one."""
+    nb = touched.shape[0]
+    for i in range(kind.shape[0]):
+        k = kind[i]
+        if k == K_ALLOC and not failed[i] and mt[i] == MIGRATE_UNMOVABLE and pfn[i] >= 0:
+            lo = pfn[i] >> PAGEBLOCK_ORDER
+            hi = (pfn[i] + (np.int64(1) << np.int64(order[i])) - 1) >> PAGEBLOCK_ORDER
+            if lo < nb:
+                touched[lo] = True
+            if hi < nb:
+                touched[hi] = True
+        elif k == K_EXTFRAG:
+            ctr[0] += 1
+            if fragmenting[i]:
+                ctr[1] += 1
+            if change_ownership[i]:
+                ctr[2] += 1
+        elif k == K_PCPU_DRAIN:
+            ctr[5] += 1
+        refill = k == K_ZONE_LOCKED and percpu_refill[i]
+        c = cpu[i] + 1
+        if refill:
+            ctr[4] += 1
+            if not prev_refill[c]:
+                ctr[3] += 1
+        prev_refill[c] = refill

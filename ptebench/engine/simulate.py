@@ -1,6 +1,7 @@
 """Simulate mode: the trace gives the requests, the modeled buddy allocator chooses the pfns.
 
-Per event, in order (one jitted loop per chunk, :func:`sim_ops`):
+Per event, in order (per chunk, one jitted walk builds the ops, ``engine/sim_build.py``, and another
+applies them, :func:`sim_ops` in ``engine/sim_kernel.py``):
 
 - ``mm_page_alloc`` (not a witness, not failed): ``__alloc_pages()`` of the model
   (``sim/buddy.py``) for the same order, gfp and CPU; the kernel's pfns map to the model's
@@ -26,12 +27,27 @@ The same chunk also runs through a faithful engine, which supplies the kernel's 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from ptebench.engine import addresses as A
 from ptebench.engine.faithful import CPA_MASKS, DM_MASKS, FaithfulEngine
 from ptebench.engine.placement import MIGRATE_UNMOVABLE, PAGEBLOCK_ORDER
-from ptebench.engine.stream import CPA_APIS, K_ALLOC, K_CPA, K_DM_DEFAULT, K_DM_INVALID, K_FREE, K_FREE_BATCHED, Chunk
+from ptebench.engine.sim_build import build_ops
+from ptebench.engine.sim_kernel import (  # the op and counter codes, re-exported
+    NX,
+    S_ALLOC,
+    S_AREA,
+    S_CPA_K,
+    S_CPA_P,
+    S_FREE,
+    S_PLACED,
+    X_ALLOC_FAILED,
+    X_ALLOCS,
+    X_FREE_UNMAPPED,
+    X_FREES,
+    X_NAMES,
+    sim_ops,
+)
+from ptebench.engine.stream import CPA_APIS, K_CPA, K_DM_DEFAULT, K_DM_INVALID, Chunk
 from ptebench.parse.gfp import GFP_NAMES
 from ptebench.policies import Policy
 from ptebench.sim import buddy as B
@@ -42,126 +58,51 @@ from ptebench.sim.dmap import DirectMap
 MT_GFP = np.array([B.GFP_KERNEL, GFP_NAMES["GFP_HIGHUSER_MOVABLE"], B.GFP_KERNEL | GFP_NAMES["__GFP_RECLAIMABLE"]],
                   dtype=np.uint64)
 
-S_ALLOC = 1
-S_FREE = 2
-S_CPA_K = 3  # CPA at the model page a kernel page maps to
-S_CPA_P = 4  # CPA at these pfns as they are (kernel image, pages outside the buddy)
-S_AREA = 5  # recreate one vmalloc page of a module area: allocate it, map the kernel page to it
-S_PLACED = 6  # an allocation a policy placed (its pfn in ``req``): map and account it, nothing else
 
-X_ALLOCS = 0
-X_ALLOC_FAILED = 1
-X_FREES = 2
-X_FREE_UNMAPPED = 3  # the kernel page maps to no model page (its allocation failed in the model)
-X_FREE_REJECTED = 4  # the model page is not an allocated block (freed before, or a per-CPU page in reality)
-X_PT_PAGES = 5  # split page-table pages allocated from the model
-X_PT_FAILED = 6
-X_AREA_PAGES = 7
-X_CPA_UNMAPPED = 8
-NX = 9
-X_NAMES = ("allocs", "alloc_failed", "frees", "free_unmapped", "free_rejected", "split_pt_pages", "split_pt_failed",
-           "area_pages", "cpa_unmapped")
+class Ops:
+    """One run of simulate ops as flat arrays, in order: kind (``S_*``), order, request word (the pfn of
+    ``S_PLACED``), cpu, kernel pfn, migratetype, the CPA (set, clr, flags, npages; none when npages is 0),
+    the consumer id (-1 none) and the origin event."""
 
+    FIELDS = ("kind", "order", "req", "cpu", "kpfn", "mt", "cset", "cclr", "cflags", "cn", "cid", "origin")
+    DTYPES = (np.int64, np.int64, np.int64, np.int64, np.int64, np.int8, np.uint8, np.uint8, np.int64, np.int64,
+              np.int64, np.int64)
 
-@njit(cache=True)
-def _cpa(pud, pmd, attr1g, attr2m, attr4k, kernel4k, dctr, dlog, dlog_n, gbpages, pfn, n, s, c, f, origin):
-    a_pfn = np.full(1, pfn, np.int64)
-    a_n = np.full(1, n, np.int64)
-    a_s = np.full(1, s, np.uint8)
-    a_c = np.full(1, c, np.uint8)
-    a_f = np.full(1, f, np.int64)
-    before = dctr[D.C_PT_ALLOC]
-    n0 = dlog_n[0]
-    D.apply_ops(pud, pmd, attr1g, attr2m, attr4k, kernel4k, dctr, dlog, dlog_n, a_pfn, a_n, a_s, a_c, a_f, 0, gbpages)
-    for r in range(n0, dlog_n[0]):
-        dlog[r, D.L_OP] = origin
-    return dctr[D.C_PT_ALLOC] - before
+    def __init__(self, **cols: np.ndarray) -> None:
+        for name, dt in zip(self.FIELDS, self.DTYPES, strict=True):
+            setattr(self, name, np.ascontiguousarray(cols[name], dtype=dt))
+
+    @classmethod
+    def from_rows(cls, rows: list[tuple]) -> Ops:
+        """Rows of (kind, order, req, cpu, kpfn, mt, set, clr, flags, cn, cid, origin)."""
+        a = np.array(rows, dtype=np.int64).reshape(-1, len(cls.FIELDS))
+        return cls(**{name: a[:, k] for k, name in enumerate(cls.FIELDS)})
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+    def take(self, sel) -> Ops:
+        return Ops(**{name: getattr(self, name)[sel] for name in self.FIELDS})
+
+    def row(self, i: int) -> tuple[int, ...]:
+        return tuple(int(getattr(self, name)[i]) for name in self.FIELDS)
 
 
-@njit(cache=True)
-def sim_ops(lk, pst, pbmt, zi, pcp, zl, cfg, cpu_node, bctr, blog, blog_n,
-            pud, pmd, attr1g, attr2m, attr4k, kernel4k, dctr, dlog, dlog_n, gbpages,
-            kmap, mmt, touched, xs,
-            kind, order, req, cpu, kpfn, mt, cset, cclr, cflags, cn, origin, pt_req, out):
-    """Apply one chunk's simulate ops in order (see the module docstring); ``out`` gets model pfns."""
-    npfn = kmap.shape[0]
-    for i in range(kind.shape[0]):
-        k = kind[i]
-        out[i] = -1
-        new_pt = 0
-        if k == S_ALLOC or k == S_PLACED:
-            xs[X_ALLOCS] += 1
-            n = np.int64(1) << order[i]
-            if k == S_PLACED:
-                m = req[i]
-            else:
-                m = B.alloc(lk, pst, pbmt, zi, pcp, zl, cfg, cpu_node, bctr, blog, blog_n, order[i], req[i], cpu[i],
-                            origin[i])
-            out[i] = m
-            kp = kpfn[i]
-            if m < 0:
-                xs[X_ALLOC_FAILED] += 1
-                for j in range(n):
-                    if 0 <= kp + j < npfn:
-                        kmap[kp + j] = -1
-                continue
-            for j in range(n):
-                if 0 <= kp + j < npfn:
-                    kmap[kp + j] = m + j
-                mmt[m + j] = mt[i]
-            if mt[i] == 0:
-                touched[m >> 9] = True
-                touched[(m + n - 1) >> 9] = True
-            if cn[i] > 0:
-                new_pt = _cpa(pud, pmd, attr1g, attr2m, attr4k, kernel4k, dctr, dlog, dlog_n, gbpages, m, n,
-                              cset[i], cclr[i], cflags[i], origin[i])
-        elif k == S_FREE:
-            kp = kpfn[i]
-            if kp < 0 or kp >= npfn:
-                continue
-            xs[X_FREES] += 1
-            m = kmap[kp]
-            if m < 0:
-                xs[X_FREE_UNMAPPED] += 1
-                continue
-            n = np.int64(1) << order[i]
-            if cn[i] > 0:
-                new_pt = _cpa(pud, pmd, attr1g, attr2m, attr4k, kernel4k, dctr, dlog, dlog_n, gbpages, m, n,
-                              cset[i], cclr[i], cflags[i], origin[i])
-            ok = B.free(lk, pst, pbmt, zi, pcp, cfg, bctr, m, order[i], cpu[i], 0)
-            if ok:
-                for j in range(n):
-                    mmt[m + j] = -1
-                    if kp + j < npfn:
-                        kmap[kp + j] = -1
-            else:
-                xs[X_FREE_REJECTED] += 1
-        elif k == S_CPA_K:
-            kp = kpfn[i]
-            m = kmap[kp] if 0 <= kp < npfn else -1
-            if m < 0:
-                xs[X_CPA_UNMAPPED] += 1
-                continue
-            new_pt = _cpa(pud, pmd, attr1g, attr2m, attr4k, kernel4k, dctr, dlog, dlog_n, gbpages, m, cn[i],
-                          cset[i], cclr[i], cflags[i], origin[i])
-        elif k == S_CPA_P:
-            new_pt = _cpa(pud, pmd, attr1g, attr2m, attr4k, kernel4k, dctr, dlog, dlog_n, gbpages, kpfn[i], cn[i],
-                          cset[i], cclr[i], cflags[i], origin[i])
-        elif k == S_AREA:
-            m = B.alloc(lk, pst, pbmt, zi, pcp, zl, cfg, cpu_node, bctr, blog, blog_n, 0, pt_req, cpu[i], origin[i])
-            xs[X_AREA_PAGES] += 1
-            kp = kpfn[i]
-            if 0 <= kp < npfn:
-                kmap[kp] = m
-            out[i] = m
-        for _ in range(new_pt):  # split_large_page(): one page-table page per split, from the buddy
-            p = B.alloc(lk, pst, pbmt, zi, pcp, zl, cfg, cpu_node, bctr, blog, blog_n, 0, pt_req, cpu[i], origin[i])
-            xs[X_PT_PAGES] += 1
-            if p < 0:
-                xs[X_PT_FAILED] += 1
-            else:  # an unmovable page that stays: it pollutes its pageblock as the kernel's does
-                mmt[p] = 0
-                touched[p >> 9] = True
+class _Buffers:
+    """``build_ops()``' output buffers, reused across chunks (the ops live until the next feed): scratch
+    sized by the chunk, not state (``__slots__``: the bench's state census does not count it)."""
+
+    __slots__ = ("out", "missing")
+
+    def __init__(self) -> None:
+        self.out = np.empty((len(Ops.FIELDS), 0), np.int64)
+        self.missing = np.empty(0, np.int64)
+
+    def get(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.out.shape[1] < n:
+            self.out = np.empty((len(Ops.FIELDS), n), np.int64)
+            self.missing = np.empty(n, np.int64)
+        return self.out, self.missing
 
 
 class SimulateEngine:
@@ -176,13 +117,21 @@ class SimulateEngine:
         self.dmap = sim_dmap
         self.buddy = buddy
         npfn = len(sim_dmap.state["attr4k"])
-        self.kmap = np.arange(npfn, dtype=np.int64)
+        # kernel pfn -> model pfn (-1: none); int32 while pfns fit (4 bytes a page less)
+        self.kmap = np.arange(npfn, dtype=np.int32 if npfn < (1 << 31) else np.int64)
         self.mmt = np.full(npfn, -1, dtype=np.int8)
         self.touched = np.zeros((npfn >> PAGEBLOCK_ORDER) + 1, dtype=bool)
         self.xs = np.zeros(NX, dtype=np.int64)
         self.pt_req = B.request(B.GFP_KERNEL, 0)
         self.area_first = {area.created: area for area in faithful.binding.areas if area.pfns is not None}
-        self.consumer_of_event: dict[int, str] = {}
+        # per consumer id (row -1: none), the alloc actions then the free actions: (set, clr, flags, has)
+        none = np.zeros((1, 4), np.int64)
+        self.acts = np.vstack([faithful.alloc_act, none, faithful.free_act, none]).astype(np.int64)
+        self.consumer_of_event: dict[int, tuple[str, int, int, int]] = {}
+        self._named = 0  # split-log rows whose origin has been named
+        self._req_keys = np.zeros(0, np.int64)  # request words by gfp * MAX_ORDER + order, sorted
+        self._req_words = np.zeros(0, np.int64)
+        self._buf = _Buffers()
         self.init_stats: dict[str, int] = {}
         self.distance_after = None
         self.refreed = np.zeros(0, np.int64)
@@ -192,106 +141,108 @@ class SimulateEngine:
         f = self.f
         # classify as the faithful engine does (it runs first on the same chunk and keeps its own state)
         cons_in, pair, cons = f.last_classification
-        run = f._running(ch.ts)
-        # the bulk (allocations and frees) as arrays; kprobe-driven rows (rare) as tuples, merged by position
-        alloc = (ch.kind == K_ALLOC) & ~ch.failed & (ch.pfn >= 0)
-        witness = np.isin(cons_in, list(f.witness_ids))
-        gfp, mt_a = ch.gfp, ch.mt
-        if len(self.unseen):  # __alloc_pages_bulk() allocations the trace shows only by their zone_locked
-            lo, hi = np.searchsorted(self.unseen, [ch.start, ch.start + len(ch)])
-            if hi > lo:
-                u = self.unseen[lo:hi] - ch.start
-                alloc = alloc.copy()
-                alloc[u] = True
-                gfp = gfp.copy()
-                gfp[u] = MT_GFP[np.clip(ch.mt[u], 0, 2)]
-                mt_a = ch.mt.copy()
-                mt_a[u] = -1  # not counted in placement: the kernel's measures cannot see them either
-        sel_a = np.flatnonzero(alloc & ~witness)
-        free = ((ch.kind == K_FREE) | (ch.kind == K_FREE_BATCHED)) & (pair != -2) & (ch.pfn >= 0)
-        sel_f = np.flatnonzero(free)
-        if len(self.refreed):  # reallocated unseen right after this free: the model keeps the page allocated
-            sel_f = sel_f[~np.isin(ch.start + sel_f, self.refreed)]
-        ca = cons_in[sel_a].astype(np.int64)
-        cf = np.where(pair[sel_f] >= 0, cons[sel_f], -1).astype(np.int64)
-        act_a = np.vstack([f.alloc_act, np.zeros((1, 4), np.int64)])[ca]  # row -1 -> no action
-        act_f = np.vstack([f.free_act, np.zeros((1, 4), np.int64)])[cf]
-        order_a = ch.order[sel_a].astype(np.int64)
-        order_f = ch.order[sel_f].astype(np.int64)
-        bulk = np.empty((len(sel_a) + len(sel_f), 11), dtype=np.int64)
-        na = len(sel_a)
-        bulk[:na, 0] = S_ALLOC
-        bulk[:na, 1] = order_a
-        bulk[:na, 2] = B.requests(gfp[sel_a].astype(np.int64), order_a) if na else 0
-        bulk[:na, 3] = ch.cpu[sel_a]
-        bulk[:na, 4] = ch.pfn[sel_a]
-        bulk[:na, 5] = mt_a[sel_a]
-        bulk[:na, 6:9] = act_a[:, 0:3]
-        bulk[:na, 8] |= run[sel_a]
-        bulk[:na, 9] = np.where(act_a[:, 3] > 0, np.int64(1) << order_a, 0)
-        bulk[:na, 10] = ca
-        bulk[na:, 0] = S_FREE
-        bulk[na:, 1] = order_f
-        bulk[na:, 2] = 0
-        bulk[na:, 3] = ch.cpu[sel_f]
-        bulk[na:, 4] = ch.pfn[sel_f]
-        bulk[na:, 5] = -1
-        bulk[na:, 6:9] = act_f[:, 0:3]
-        bulk[na:, 8] |= run[sel_f]
-        bulk[na:, 9] = np.where(act_f[:, 3] > 0, np.int64(1) << order_f, 0)
-        bulk[na:, 10] = cf
-        pos = np.concatenate([sel_a, sel_f]).astype(np.int64) << 20 | (1 << 19)
-        rows: list[tuple] = []  # (j, sub, kind, order, req, cpu, kpfn, mt, set, clr, flags, cn, cid)
+        run = f._running(ch)
+        # the bulk (allocations and frees) in row order, with the kprobe-driven ops (rare) at their rows
+        end = ch.start + len(ch)
+        lo, hi = np.searchsorted(self.unseen, [ch.start, end])
+        unseen = self.unseen[lo:hi] - ch.start  # __alloc_pages_bulk() allocations shown only by their zone_locked
+        lo, hi = np.searchsorted(self.refreed, [ch.start, end])
+        refreed = self.refreed[lo:hi] - ch.start  # frees whose page the bulk allocator took again unseen
         if f.opt.use_kprobes:
-            for j in np.flatnonzero((ch.kind == K_DM_INVALID) | (ch.kind == K_DM_DEFAULT)).tolist():
-                c = int(cons[j])
-                if (c >= 0 and f.alloc_act[c, 3]) or ch.pfn[j] < 0:
-                    continue
-                s, cl = DM_MASKS[int(ch.kind[j])]
-                rows.append((j, 0, S_CPA_K, 0, 0, int(ch.cpu[j]), int(ch.pfn[j]), -1, s, cl,
-                             D.F_NOFLUSH | int(run[j]), 1, -1))
-            for j in np.flatnonzero(ch.kind == K_CPA).tolist():
-                area = self.area_first.get(ch.start + j)
-                if area is not None:
-                    for k, kp in enumerate(area.pfns.tolist()):
-                        rows.append((j, -1 - k, S_AREA, 0, 0, int(ch.cpu[j]), int(kp), 0, 0, 0, 0, 0, -1))
-                rows.extend(self._cpa_rows(ch, j, int(run[j])))
-        if rows:
-            extra = np.array([r[2:] for r in rows], dtype=np.int64).reshape(-1, 11)
-            epos = np.array([(r[0] << 20) | (r[1] + (1 << 19)) for r in rows], dtype=np.int64)
-            bulk = np.vstack([bulk, extra])
-            pos = np.concatenate([pos, epos])
-        if not len(bulk):
+            rows, extra = self._kprobe_rows(ch, cons, run)
+        else:
+            rows, extra = np.zeros(0, np.int64), Ops.from_rows([])
+        cols = np.stack([getattr(extra, name).astype(np.int64) for name in Ops.FIELDS])
+        need = len(ch) + len(extra)
+        out, missing = self._buf.get(need)
+        while True:
+            m = build_ops(ch.kind, ch.failed, ch.pfn, ch.order, ch.cpu, ch.mt, ch.gfp, cons_in, pair, cons, run,
+                          ch.start, unseen, refreed, MT_GFP, f.is_witness, self.acts, len(f.alloc_act) + 1,
+                          self._req_keys, self._req_words, rows, cols, out, missing)
+            if m >= 0:
+                break
+            self._learn_requests(missing[:-m])
+        ops = Ops(**{name: out[k, :m] for k, name in enumerate(Ops.FIELDS)})
+        if not len(ops):
             return
-        order = np.argsort(pos, kind="stable")
-        a = bulk[order]
-        origin = ch.start + (pos[order] >> 20)
-        for k in np.flatnonzero((a[:, 9] > 0) & (a[:, 0] != S_AREA)).tolist():  # name each CPA's origin
-            g = int(origin[k])
+        if self.dmap.kernel < (6, 15):
+            ops.cflags &= ~np.int64(D.F_COLLAPSE | D.F_KERNEL_4K)
+        self._reserve_dlog(ops.cn)
+        if self.intercept.any():
+            hooked = ((ops.kind == S_ALLOC) | (ops.kind == S_FREE)) & (ops.cid >= 0)
+            hooked &= self.intercept[np.where(ops.cid >= 0, ops.cid, 0)]
+            hooks = np.flatnonzero(hooked).tolist()
+        else:
+            hooks = []
+        start = 0
+        for h in hooks:
+            self._run(ops.take(slice(start, h)))
+            self._hook(ops.row(h))
+            start = h + 1
+        self._run(ops.take(slice(start, len(ops))) if start else ops)
+        self._name_origins(ch, ops)
+
+    def _kprobe_rows(self, ch: Chunk, cons: np.ndarray, run: np.ndarray) -> tuple[np.ndarray, Ops]:
+        """The chunk's kprobe ops in order (their rows, and the ops without the rows' positions)."""
+        f = self.f
+        dm = np.flatnonzero((ch.kind == K_DM_INVALID) | (ch.kind == K_DM_DEFAULT))
+        c = cons[dm].astype(np.int64)
+        confirms = (c >= 0) & (f.alloc_act[np.where(c >= 0, c, 0), 3] != 0)  # the consumer's own change
+        dm = dm[~confirms & (ch.pfn[dm] >= 0)]
+        inv = ch.kind[dm] == K_DM_INVALID
+        (si, ci), (sd, cd) = DM_MASKS[K_DM_INVALID], DM_MASKS[K_DM_DEFAULT]
+        n = len(dm)
+        cols = [dm, np.zeros(n, np.int64), np.full(n, S_CPA_K), np.zeros(n, np.int64), np.zeros(n, np.int64),
+                ch.cpu[dm], ch.pfn[dm], np.full(n, -1), np.where(inv, si, sd), np.where(inv, ci, cd),
+                D.F_NOFLUSH | run[dm], np.ones(n, np.int64), np.full(n, -1)]
+        rows: list[tuple] = []  # (j, sub, kind, order, req, cpu, kpfn, mt, set, clr, flags, cn, cid)
+        for j in np.flatnonzero(ch.kind == K_CPA).tolist():
+            area = self.area_first.get(ch.start + j)
+            if area is not None:
+                for k, kp in enumerate(area.pfns.tolist()):
+                    rows.append((j, -1 - k, S_AREA, 0, 0, int(ch.cpu[j]), int(kp), 0, 0, 0, 0, 0, -1))
+            rows.extend(self._cpa_rows(ch, j, int(run[j])))
+        if rows:
+            extra = np.array(rows, dtype=np.int64).reshape(-1, len(cols))
+            cols = [np.concatenate([col, extra[:, k]]) for k, col in enumerate(cols)]
+            o = np.lexsort((cols[1], cols[0]))  # by event, then sub-position (area pages before the call)
+            cols = [col[o] for col in cols]
+        j = cols[0]
+        return j, Ops(**dict(zip(Ops.FIELDS, cols[2:] + [ch.start + j], strict=True)))
+
+    def _learn_requests(self, keys: np.ndarray) -> None:
+        """Add the request words of these ``gfp * MAX_ORDER + order`` keys to the cache ``build_ops()`` reads."""
+        new = np.unique(keys)
+        self._req_keys = np.concatenate([self._req_keys, new])
+        self._req_words = np.concatenate([self._req_words, B.requests(new // B.MAX_ORDER, new % B.MAX_ORDER)])
+        o = np.argsort(self._req_keys)
+        self._req_keys, self._req_words = self._req_keys[o], self._req_words[o]
+
+    def _name_origins(self, ch: Chunk, ops: Ops) -> None:
+        """Name the event of each split-log row this chunk added (consumer, ts, line, stack), for the split
+        table: the first op of the event that makes a CPA call."""
+        log_n = int(self.dmap.log_n[0])
+        if log_n == self._named:
+            return
+        f = self.f
+        for g in np.unique(self.dmap.log[self._named: log_n, D.L_OP]).tolist():
             j = g - ch.start
-            if g in self.consumer_of_event:
+            if g in self.consumer_of_event or not 0 <= j < len(ch):
                 continue
-            c = int(a[k, 10])
+            lo, hi = np.searchsorted(ops.origin, [g, g + 1])
+            ks = [k for k in range(lo, hi) if ops.cn[k] > 0 and ops.kind[k] != S_AREA]
+            if not ks:
+                continue
+            c = int(ops.cid[ks[0]])
             name = (f.consumers.names[c] if c >= 0 else f"kprobe:{CPA_APIS[ch.api[j]]}" if ch.kind[j] == K_CPA
                     else "kprobe:set_direct_map")
             self.consumer_of_event[g] = (name, int(ch.ts[j]), int(ch.line[j]), int(ch.stack[j]))
-        if self.dmap.kernel < (6, 15):
-            a[:, 8] &= ~np.int64(D.F_COLLAPSE | D.F_KERNEL_4K)
-        self._reserve_dlog(a)
-        cons_col = a[:, 10]
-        hooked = ((a[:, 0] == S_ALLOC) | (a[:, 0] == S_FREE)) & (cons_col >= 0)
-        hooked &= self.intercept[np.where(cons_col >= 0, cons_col, 0)]
-        start = 0
-        for h in np.flatnonzero(hooked).tolist():
-            self._run(a[start:h], origin[start:h])
-            self._hook(a[h], int(origin[h]))
-            start = h + 1
-        self._run(a[start:], origin[start:])
+        self._named = log_n
 
-    def _run(self, a: np.ndarray, origin: np.ndarray) -> np.ndarray:
+    def _run(self, ops: Ops) -> np.ndarray:
         """The jitted path for a run of ops."""
-        out = np.empty(len(a), dtype=np.int64)
-        if not len(a):
+        out = np.empty(len(ops), dtype=np.int64)
+        if not len(ops):
             return out
         self.buddy._grow_log()
         bst = self.buddy.state
@@ -299,28 +250,24 @@ class SimulateEngine:
         sim_ops(*[bst[k] for k in B.STATE_ORDER], st["pud"], st["pmd"], st["attr1g"], st["attr2m"], st["attr4k"],
                 st["kernel4k"], st["ctr"], self.dmap.log, self.dmap.log_n, self.dmap.gbpages,
                 self.kmap, self.mmt, self.touched, self.xs,
-                a[:, 0].copy(), a[:, 1].copy(), a[:, 2].copy(), a[:, 3].copy(), a[:, 4].copy(), a[:, 5].astype(np.int8),
-                a[:, 6].astype(np.uint8), a[:, 7].astype(np.uint8), a[:, 8].copy(), a[:, 9].copy(), origin.copy(),
-                self.pt_req, out)
+                ops.kind, ops.order, ops.req, ops.cpu, ops.kpfn, ops.mt, ops.cset, ops.cclr, ops.cflags, ops.cn,
+                ops.origin, self.pt_req, out)
         return out
 
     # ------------------------------------------------------------------ the policy seam
-    def _hook(self, row: np.ndarray, origin: int) -> None:
-        kind, order, req, cpu, kpfn, mt, _s, _c, flags, _n, cid = (int(v) for v in row)
+    def _hook(self, row: tuple[int, ...]) -> None:
+        kind, order, req, cpu, kpfn, mt, _s, _c, flags, _n, cid, origin = row
         name = self.f.consumers.names[cid]
         self._cur = (origin, flags & D.F_RUNNING, cpu)
         if kind == S_ALLOC:
             pfn = int(self.policy.alloc(self, order, req, cpu, name))
-            placed = np.array([[S_PLACED, order, pfn, cpu, kpfn, mt, 0, 0, 0, 0, cid]], dtype=np.int64)
-            if pfn < 0:
-                placed[0, 0] = S_ALLOC  # let the engine account a failure the way it does its own
-                placed[0, 2] = 0
+            if pfn < 0:  # account a failure the way the engine does its own
                 self.xs[X_ALLOCS] += 1
                 self.xs[X_ALLOC_FAILED] += 1
                 n = 1 << order
                 self.kmap[kpfn: kpfn + n] = -1
                 return
-            self._run(placed, np.array([origin], dtype=np.int64))
+            self._run(Ops.from_rows([(S_PLACED, order, pfn, cpu, kpfn, mt, 0, 0, 0, 0, cid, origin)]))
             return
         self.xs[X_FREES] += 1
         m = int(self.kmap[kpfn]) if 0 <= kpfn < len(self.kmap) else -1
@@ -343,9 +290,9 @@ class SimulateEngine:
         """A ``change_page_attr_set_clr()`` call on the model's direct map; splits take their page-table
         pages from the buddy, as in the kernel."""
         origin, running, cpu = self._cur
-        row = np.array([[S_CPA_P, 0, 0, cpu, pfn, -1, set_mask, clr_mask, flags | running, npages, -1]], np.int64)
-        self._reserve_dlog(row)
-        self._run(row, np.array([origin], dtype=np.int64))
+        ops = Ops.from_rows([(S_CPA_P, 0, 0, cpu, pfn, -1, set_mask, clr_mask, flags | running, npages, -1, origin)])
+        self._reserve_dlog(ops.cn)
+        self._run(ops)
 
     def default_action(self, consumer: str, when: str, pfn: int, order: int) -> None:
         """The consumer's own direct-map change (consumers.toml) at ``pfn``, as the kernel makes it."""
@@ -379,10 +326,9 @@ class SimulateEngine:
         return [(j, k, S_CPA_K, 0, 0, cpu, int(p), -1, s, c, run | force | collapse |
                  (D.F_ALIAS if k == 0 else D.F_NOFLUSH), 1, -1) for k, p in enumerate(pfns.tolist())]
 
-    def _reserve_dlog(self, a: np.ndarray) -> None:
-        """Room in the split log for the worst case of every CPA of the chunk (apply_ops stops early otherwise);
-        ``ctx.cpa()`` reserves for a policy's own calls."""
-        cn = a[:, 9]
+    def _reserve_dlog(self, cn: np.ndarray) -> None:
+        """Room in the split log for the worst case of every CPA of the chunk (``cn``: their npages, 0 for
+        none; apply_ops stops early otherwise); ``ctx.cpa()`` reserves for a policy's own calls."""
         cn = cn[cn > 0]
         need = int((4 * (cn // D.PTRS + 3)).sum())  # directmap.max_log_entries()
         log = self.dmap.log

@@ -36,8 +36,14 @@ DM_PROBES = {"set_direct_map_invalid_noflush": K_DM_INVALID, "set_direct_map_def
 CPA_APIS = ("set_memory_ro", "set_memory_rw", "set_memory_x", "set_memory_nx", "set_memory_np", "set_memory_4k",
             "set_memory_rox")
 
+#: the probed functions the replay knows (direct-map ones, then CPA_APIS), and their kind codes
+_PROBED = pa.array(list(DM_PROBES) + list(CPA_APIS))
+_PROBED_KIND = np.array(list(DM_PROBES.values()) + [K_CPA] * len(CPA_APIS), dtype=np.int8)
+
 COLUMNS = ["ts_ns", "cpu", "pid", "line", "event", "pfn", "order", "gfp_mask", "failed", "fields", "stack_id",
            "migratetype", "percpu_refill", "fragmenting", "change_ownership", "fallback_migratetype"]
+#: what the replay's own pass reads once the prepass has parsed the kprobes (``KprobeRows``)
+REPLAY_COLUMNS = [c for c in COLUMNS if c not in ("fields", "fallback_migratetype")]
 
 
 @dataclass
@@ -69,7 +75,27 @@ class Chunk:
         return len(self.kind)
 
 
+def _bits(buf: pa.Buffer, offset: int, n: int) -> np.ndarray:
+    """An Arrow bitmap (values of a boolean array, or validity) as a bool array of ``n`` from ``offset``."""
+    return np.unpackbits(np.frombuffer(buf, np.uint8), count=offset + n, bitorder="little")[offset:].view(bool)
+
+
 def _fill(arr: pa.Array, value, dtype, *, writable: bool = False) -> np.ndarray:
+    """The column as numpy with nulls as ``value``; straight from the Arrow buffers for booleans and for
+    numbers the caller writes to (one pass instead of a fill and a copy), through ``fill_null`` otherwise."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
+    t, n = arr.type, len(arr)
+    if pa.types.is_boolean(t) and value is False:
+        valid, data = arr.buffers()[:2]
+        out = _bits(data, arr.offset, n)
+        if arr.null_count:
+            out &= _bits(valid, arr.offset, n)
+        return out if out.dtype == dtype else out.astype(dtype)
+    if writable and (pa.types.is_integer(t) or pa.types.is_floating(t)) and arr.null_count:
+        valid, data = arr.buffers()[:2]
+        vals = np.frombuffer(data, dtype=t.to_pandas_dtype(), count=arr.offset + n)[arr.offset:]
+        return np.where(_bits(valid, arr.offset, n), vals, value).astype(dtype, copy=False)
     if arr.null_count:
         arr = pc.fill_null(arr, value)
     out = arr.to_numpy(zero_copy_only=False)
@@ -82,8 +108,9 @@ def _event_kinds(col: pa.Array) -> np.ndarray:
         col = col.combine_chunks()
     if isinstance(col, pa.DictionaryArray):
         lut = np.array([KMEM_KINDS.get(v, K_OTHER) for v in col.dictionary.to_pylist()] + [K_OTHER], dtype=np.int8)
-        idx = col.indices.fill_null(len(lut) - 1).to_numpy(zero_copy_only=False)
-        return lut[idx]
+        idx = col.indices
+        idx = (idx.fill_null(len(lut) - 1) if idx.null_count else idx).to_numpy(zero_copy_only=False)
+        return lut.take(idx)
     ev = pc.cast(col, pa.string())
     kind = np.zeros(len(col), dtype=np.int8)
     for name, code in KMEM_KINDS.items():
@@ -91,10 +118,29 @@ def _event_kinds(col: pa.Array) -> np.ndarray:
     return kind
 
 
+#: ASCII hex digit -> value
+_HEX = np.zeros(256, dtype=np.uint64)
+_HEX[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint64)
+_HEX[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16, dtype=np.uint64)
+_NIBBLE_SHIFTS = np.arange(60, -1, -4, dtype=np.uint64)
+
+
 def _hex_arg(fields: pa.Array, name: str) -> np.ndarray:
+    """The ``name=0x...`` argument of each row as uint64 (0 where absent)."""
     m = pc.extract_regex(fields, rf"\b{name}=0x(?P<v>[0-9a-fA-F]+)")
-    vals = pc.struct_field(m, "v").to_pylist() if len(m) else []
-    return np.array([int(v, 16) if v else 0 for v in vals], dtype=np.uint64)
+    if not len(m):
+        return np.zeros(0, dtype=np.uint64)
+    v = pc.struct_field(m, "v")
+    if (pc.max(pc.utf8_length(v)).as_py() or 0) > 16:  # longer than 64 bits: one by one (as int() does)
+        return np.array([int(x, 16) if x else 0 for x in v.to_pylist()], dtype=np.uint64)
+    # every value as 16 hex digits, then digit by digit
+    v = pc.utf8_lpad(pc.fill_null(v, "0"), width=16, padding="0")
+    if isinstance(v, pa.ChunkedArray):  # a table's column
+        v = v.combine_chunks()
+    otype = np.int64 if pa.types.is_large_string(v.type) else np.int32
+    offsets = np.frombuffer(v.buffers()[1], otype, count=v.offset + len(v) + 1)[v.offset:]
+    digits = np.frombuffer(v.buffers()[2], np.uint8)[offsets[0]: offsets[0] + 16 * len(v)].reshape(-1, 16)
+    return np.bitwise_or.reduce(_HEX[digits] << _NIBBLE_SHIFTS, axis=1)
 
 
 _DEFAULTS = {"ts_ns": (0, np.int64), "cpu": (-1, np.int32), "pid": (-1, np.int32), "line": (-1, np.int64),
@@ -105,20 +151,56 @@ _DEFAULTS = {"ts_ns": (0, np.int64), "cpu": (-1, np.int32), "pid": (-1, np.int32
 
 def _col(batch, name: str, *, writable: bool = False) -> np.ndarray:
     value, dtype = _DEFAULTS[name]
-    if name not in batch.schema.names:  # a pass that did not read this column
-        return np.full(batch.num_rows, value, dtype=dtype)
+    if name not in batch.schema.names:  # a pass that did not read this column: a read-only constant view
+        if writable:
+            return np.full(batch.num_rows, value, dtype=dtype)
+        return np.broadcast_to(np.array(value, dtype=dtype), (batch.num_rows,))
     return _fill(batch.column(name), value, dtype, writable=writable)
 
 
-def chunk_from_batch(batch: pa.RecordBatch | pa.Table, start: int) -> Chunk:
-    """Classify one batch of the Parquet ``events`` schema into flat arrays (columns not read get defaults)."""
+class KprobeRows:
+    """The kprobe events of a whole trace as one pass parsed them (global row, kind, api, page, addr, n),
+    so that a later pass need not read or parse ``fields`` (:func:`iter_chunks`' ``kprobes``)."""
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[np.ndarray, ...]] = []
+        self.rows = np.zeros(0, np.int64)
+
+    def add(self, ch: Chunk) -> None:
+        """Keep the chunk's kprobe rows (chunks in trace order, from a pass that read ``fields``)."""
+        p = np.flatnonzero(ch.kind >= K_DM_INVALID)
+        if len(p):
+            self._parts.append((ch.start + p, ch.kind[p], ch.api[p], ch.page[p], ch.addr[p], ch.npages[p]))
+
+    def finish(self) -> KprobeRows:
+        if self._parts:
+            self.rows, self.kind, self.api, self.page, self.addr, self.npages = (
+                np.concatenate(c) for c in zip(*self._parts, strict=True))
+        self._parts = []
+        return self
+
+    def fill(self, start: int, kind: np.ndarray, api: np.ndarray, page: np.ndarray, addr: np.ndarray,
+             npages: np.ndarray) -> None:
+        lo, hi = np.searchsorted(self.rows, [start, start + len(kind)])
+        if hi > lo:
+            r = self.rows[lo:hi] - start
+            kind[r], api[r], page[r] = self.kind[lo:hi], self.api[lo:hi], self.page[lo:hi]
+            addr[r], npages[r] = self.addr[lo:hi], self.npages[lo:hi]
+
+
+def chunk_from_batch(batch: pa.RecordBatch | pa.Table, start: int, kprobes: KprobeRows | None = None) -> Chunk:
+    """Classify one batch of the Parquet ``events`` schema into flat arrays (columns not read get defaults);
+    ``kprobes``: the kprobe rows as an earlier pass parsed them (then ``fields`` is not needed)."""
     n = batch.num_rows
     kind = _event_kinds(batch.column("event"))
     api = np.full(n, -1, dtype=np.int8)
     page = np.zeros(n, dtype=np.uint64)
     addr = np.zeros(n, dtype=np.uint64)
     npages = np.zeros(n, dtype=np.int64)
-    other = np.flatnonzero(kind == K_OTHER) if "fields" in batch.schema.names else np.zeros(0, np.int64)
+    if kprobes is not None:
+        kprobes.fill(start, kind, api, page, addr, npages)
+    parse = kprobes is None and "fields" in batch.schema.names
+    other = np.flatnonzero(kind == K_OTHER) if parse else np.zeros(0, np.int64)
     # kprobes are among the events that are not kmem ones
     probe = other
     if len(other):
@@ -126,21 +208,24 @@ def chunk_from_batch(batch: pa.RecordBatch | pa.Table, start: int) -> Chunk:
         is_probe = np.asarray(pc.fill_null(pc.starts_with(fields, "("), False).to_numpy(zero_copy_only=False), bool)
         probe = other[is_probe]
         f = pc.filter(fields, pa.array(is_probe))
-        func = pc.struct_field(pc.extract_regex(f, r"^\((?P<f>[A-Za-z0-9_.]+)\+0x0/"), "f")
-        funcs = func.to_pylist()
-        pages = _hex_arg(f, "page")
-        addrs = _hex_arg(f, "addr")
-        nm = pc.struct_field(pc.extract_regex(f, r"\bn(?:umpages)?=(?P<n>-?[0-9]+)"), "n").to_pylist()
-        for j, row in enumerate(probe):
-            fn = funcs[j]
-            if fn in DM_PROBES:
-                kind[row] = DM_PROBES[fn]
-                page[row] = pages[j]
-            elif fn in CPA_APIS:
-                kind[row] = K_CPA
-                api[row] = CPA_APIS.index(fn)
-                addr[row] = addrs[j]
-                npages[row] = int(nm[j]) if nm[j] else 0
+        # the probed function: "(NAME+0x0/0x..) args"; the arguments of the two kinds, on their rows only
+        parts = pc.split_pattern(f, "+0x0/", max_splits=1)
+        name = pc.utf8_slice_codeunits(pc.list_element(parts, 0), 1)
+        funcs = pc.if_else(pc.equal(pc.list_value_length(parts), 2), name, None)
+        code = pc.index_in(funcs, value_set=_PROBED).fill_null(-1).to_numpy(zero_copy_only=False)
+        dm = np.flatnonzero((code >= 0) & (code < len(DM_PROBES)))
+        if len(dm):
+            rows = probe[dm]
+            kind[rows] = _PROBED_KIND[code[dm]]
+            page[rows] = _hex_arg(f.take(pa.array(dm)), "page")
+        cpa = np.flatnonzero(code >= len(DM_PROBES))
+        if len(cpa):
+            rows, fc = probe[cpa], f.take(pa.array(cpa))
+            kind[rows] = K_CPA
+            api[rows] = code[cpa] - len(DM_PROBES)
+            addr[rows] = _hex_arg(fc, "addr")
+            nm = pc.struct_field(pc.extract_regex(fc, r"\bn(?:umpages)?=(?P<n>-?[0-9]+)"), "n").to_pylist()
+            npages[rows] = [int(v) if v else 0 for v in nm]
     return Chunk(
         start=start, kind=kind, api=api,
         ts=_col(batch, "ts_ns"), cpu=_col(batch, "cpu"), pid=_col(batch, "pid"), line=_col(batch, "line"),
@@ -152,11 +237,85 @@ def chunk_from_batch(batch: pa.RecordBatch | pa.Table, start: int) -> Chunk:
     )
 
 
-def iter_chunks(trace, rows: int = 1 << 20, columns: list[str] | None = None) -> Iterator[Chunk]:
-    """The trace's events in (ts, seq) order, ``rows`` at a time; ``columns`` limits what is read."""
+class LazyChunk(Chunk):
+    """A chunk whose ``ts`` and ``line`` are read from the file when first used: a replay needs them only at
+    the few events that split (and for every event only when it has a SYSTEM_RUNNING moment to compare)."""
+
+    _source: _RowGroupColumns
+
+    @property
+    def ts(self) -> np.ndarray:
+        if self._ts is None:
+            self._ts, self._line = self._source.rows(self.start, len(self))
+        return self._ts
+
+    @ts.setter
+    def ts(self, value) -> None:
+        self._ts = value
+
+    @property
+    def line(self) -> np.ndarray:
+        if self._line is None:
+            self._ts, self._line = self._source.rows(self.start, len(self))
+        return self._line
+
+    @line.setter
+    def line(self, value) -> None:
+        self._line = value
+
+
+class _RowGroupColumns:
+    """``ts_ns`` and ``line`` of a Parquet file by global row, a row group at a time (the latest one kept)."""
+
+    NAMES = ("ts_ns", "line")
+
+    def __init__(self, file) -> None:
+        self.file = file
+        md = file.metadata
+        self.bounds = np.cumsum([0] + [md.row_group(i).num_rows for i in range(md.num_row_groups)])
+        self.names = [c for c in self.NAMES if c in file.schema_arrow.names]
+        self.group = -1
+        self.table = None
+
+    def rows(self, start: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        parts = []
+        row = start
+        while row < start + n:
+            g = int(np.searchsorted(self.bounds, row, side="right")) - 1
+            if g != self.group:
+                self.table = self.file.read_row_group(g, columns=self.names, use_threads=False)
+                self.group = g
+            lo, hi = row - self.bounds[g], min(start + n, self.bounds[g + 1]) - self.bounds[g]
+            piece = self.table.slice(int(lo), int(hi - lo))  # converted slice by slice (no copy without nulls)
+            parts.append((_col(piece, "ts_ns"), _col(piece, "line")))
+            row = int(self.bounds[g] + hi)
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def iter_chunks(trace, rows: int = 1 << 20, columns: list[str] | None = None,
+                kprobes: KprobeRows | None = None, lazy: bool = False) -> Iterator[Chunk]:
+    """The trace's events in (ts, seq) order, ``rows`` at a time; ``columns`` limits what is read;
+    ``kprobes``: the trace's kprobe rows from an earlier pass (``fields`` is then not read); ``lazy``:
+    chunks read ``ts`` and ``line`` only when used (:class:`LazyChunk`)."""
     start = 0
-    for batch in trace._file.iter_batches(batch_size=rows, columns=columns or COLUMNS):
-        yield chunk_from_batch(batch, start)
+    columns = columns or COLUMNS
+    if kprobes is not None:
+        columns = [c for c in columns if c != "fields"]
+    source = None
+    if lazy:
+        columns = [c for c in columns if c not in _RowGroupColumns.NAMES]
+        source = _RowGroupColumns(trace._file)
+    # one decoding thread: the replay is one sequential consumer, and CPU time is what it costs
+    for batch in trace._file.iter_batches(batch_size=rows, columns=columns, use_threads=False):
+        ch = chunk_from_batch(batch, start, kprobes)
+        if source is not None:
+            ch = LazyChunk(**{**vars(ch), "ts": None, "line": None})
+            ch._source = source
+        yield ch
         start += batch.num_rows
 
 

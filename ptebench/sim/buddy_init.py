@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from ptebench.engine.stream import (
     K_ALLOC,
@@ -107,74 +108,114 @@ def first_events(trace, npfn: int, rows: int = 1 << 20, *, thp: bool = True) -> 
     was on the allocating CPU's pcp list at the start (``__rmqueue_pcplist()``), and so was one
     whose first event is ``mm_page_pcpu_drain`` (``free_pcppages_bulk()``): ``F_PCP``.  Their
     list order: allocations take the head in trace order, drains the tail
-    (``list_last_entry()``)."""
-    first = np.zeros(npfn, dtype=np.int8)
-    first_row = np.full(npfn, NO_ROW, dtype=np.int64)
-    pbmt = np.full((npfn >> PAGEBLOCK_ORDER) + 1, -1, dtype=np.int8)
-    last = np.zeros(npfn, dtype=np.int8)  # its latest event: 1 alloc, 2 free (3 of order 0), 4 zone_locked
-    last_row = np.full(npfn, -1, dtype=np.int64)
-    refreed: list[np.ndarray] = []
-    unseen: list[np.ndarray] = []
-    seeds_alloc: list[tuple[int, int, int, int, int]] = []
-    seeds_drain: list[tuple[int, int, int, int, int]] = []
-    cols = ["event", "cpu", "pfn", "order", "failed", "migratetype", "fallback_migratetype"]
-    for ch in iter_chunks(trace, rows, columns=cols):
-        alloc = (ch.kind == K_ALLOC) & ~ch.failed
-        free = (ch.kind == K_FREE) | (ch.kind == K_FREE_BATCHED)
-        taken = ch.kind == K_ZONE_LOCKED
-        drain = ch.kind == K_PCPU_DRAIN
-        sel = np.flatnonzero((alloc | free | taken | drain) & (ch.pfn >= 0))
-        order = ch.order[sel].astype(np.int64)
-        pcp_order = (order <= 3) | (thp & (order == PAGEBLOCK_ORDER))
-        mt = ch.mt[sel].astype(np.int64)
-        seedable = pcp_order & (mt >= 0) & (mt < 3)
-        code = np.where(free[sel], F_USED, np.where(drain[sel] | (alloc[sel] & seedable), F_PCP, F_BUDDY))
-        n = np.int64(1) << order
-        pages = np.repeat(ch.pfn[sel], n) + (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n))
-        kinds = np.repeat(code.astype(np.int8), n)
-        row = np.repeat(np.arange(len(sel)), n)
-        ok = pages < npfn
-        pages, kinds, row = pages[ok], kinds[ok], row[ok]
-        uniq, at = np.unique(pages, return_index=True)
-        new = first[uniq] == 0
-        first[uniq[new]] = kinds[at[new]]
-        first_row[uniq[new]] = ch.start + sel[row[at[new]]]
-        # __alloc_pages_bulk() allocates without mm_page_alloc: a page freed (order 0) and freed again
-        # with nothing between was reused from the pcp head (``refreed``); one taken off the buddy
-        # (zone_locked) and then freed with no allocation between was allocated unseen (``unseen``)
-        af = np.flatnonzero(alloc[sel[row]] | (ch.kind[sel[row]] == K_FREE) | taken[sel[row]])  # no batched dup
-        p2, r2 = pages[af], row[af]
-        k2 = np.where(alloc[sel[r2]], 1, np.where(taken[sel[r2]], 4, np.where(order[r2] == 0, 3, 2))).astype(np.int8)
-        srt = np.lexsort((r2, p2))
-        p2, r2, k2 = p2[srt], ch.start + sel[r2[srt]], k2[srt]
-        same = p2[1:] == p2[:-1]
-        head = np.concatenate(([True], ~same))
-        ph = p2[head]
-        for acc, want in ((refreed, 3), (unseen, 4)):
-            m = same & (k2[:-1] == want) & ((k2[1:] == 2) | (k2[1:] == 3))
-            acc.append(np.stack([r2[:-1][m], p2[:-1][m]], axis=1))
-            m = (last[ph] == want) & ((k2[head] == 2) | (k2[head] == 3))
-            acc.append(np.stack([last_row[ph][m], ph[m]], axis=1))
-        tail = np.concatenate((~same, [True]))
-        last[p2[tail]] = k2[tail]
-        last_row[p2[tail]] = r2[tail]
-        # a pcp block: its head's first event is the block's own alloc or drain
-        heads = at[new & (kinds[at] == F_PCP)]
-        heads = heads[pages[heads] == ch.pfn[sel[row[heads]]]]
-        for j in np.sort(row[heads]).tolist():
-            i = int(sel[j])
-            m = int(ch.mt[i]) if int(ch.mt[i]) < 3 else 1  # a highatomic pcppage sits on the movable list
-            rec = (ch.start + i, int(ch.cpu[i]), int(ch.pfn[i]), int(ch.order[i]), m)
-            (seeds_drain if drain[i] else seeds_alloc).append(rec)
+    (``list_last_entry()``).  One pass over the trace (:class:`FirstEventScan`)."""
+    scan = FirstEventScan(npfn, thp=thp)
+    for ch in iter_chunks(trace, rows, columns=FirstEventScan.COLUMNS):
+        scan.feed(ch)
+    return scan.result()
+
+
+class FirstEventScan:
+    """:func:`first_events` over a stream of chunks (any cut: the state carries across them), so that
+    the runner can share one pass over the trace with its kprobe prepass."""
+
+    COLUMNS = ["event", "cpu", "pfn", "order", "failed", "migratetype", "fallback_migratetype"]
+
+    def __init__(self, npfn: int, *, thp: bool = True) -> None:
+        self.npfn = npfn
+        self.thp = thp
+        self.first = np.zeros(npfn, dtype=np.int8)
+        self.first_row = np.full(npfn, NO_ROW, dtype=np.int64)
+        self.pbmt = np.full((npfn >> PAGEBLOCK_ORDER) + 1, -1, dtype=np.int8)
+        self.last = np.zeros(npfn, dtype=np.int8)  # its latest event: 1 alloc, 2 free (3 of order 0), 4 zone_locked
+        self.last_row = np.full(npfn, -1, dtype=np.int64)
+        self.refreed: list[np.ndarray] = []
+        self.unseen: list[np.ndarray] = []
+        self.seeds: list[np.ndarray] = []
+
+    def feed(self, ch) -> None:
+        n = len(ch)
+        if not n:
+            return
+        # one (row, pfn) pair per page event at most: the pages of the chunk bound both outputs
+        bound = int((np.int64(1) << ch.order.astype(np.int64)).sum())
+        pairs = np.empty((bound, 2), np.int64)
+        kinds = np.empty(bound, np.int8)
+        seeds = np.empty((n, 6), np.int64)
+        np_, ns = _first_events_chunk(ch.kind, ch.pfn, ch.order, ch.failed, ch.mt, ch.fallback_mt, ch.cpu,
+                                      ch.start, self.thp, self.first, self.first_row, self.pbmt, self.last,
+                                      self.last_row, pairs, kinds, seeds)
+        pairs, kinds = pairs[:np_], kinds[:np_]
+        self.refreed.append(pairs[kinds == 3])
+        self.unseen.append(pairs[kinds == 4])
+        self.seeds.append(seeds[:ns])
+
+    def result(self) -> FirstEvents:
+        seeds = np.concatenate(self.seeds) if self.seeds else np.zeros((0, 6), np.int64)
+        recs = [tuple(r) for r in seeds[:, 1:5].tolist()]
+        drain = seeds[:, 5].astype(bool).tolist()
+        pcp = [r for r, d in zip(recs, drain, strict=True) if not d]
+        pcp += [r for r, d in zip(recs[::-1], drain[::-1], strict=True) if d]
+        return FirstEvents(self.first, self.pbmt, pcp, self.first_row, _by_row(self.refreed), _by_row(self.unseen))
+
+
+@njit(cache=True)
+def _first_events_chunk(kind, pfn, order, failed, mt, fallback_mt, cpu, start, thp, first, first_row, pbmt, last,
+                        last_row, pairs, pair_kind, seeds):
+    """The rules of :func:`first_events` over one chunk, event by event, page by page.  Fills ``pairs``
+    ([row, pfn] of an order-0 free (kind 3) or a zone_locked (4) whose page is freed next) and ``seeds``
+    ([row, cpu, pfn, order, mt, drain] of a pcp block of the start); returns how many of each."""
+    npfn = first.shape[0]
+    npair = 0
+    nseed = 0
+    for i in range(kind.shape[0]):
+        k = kind[i]
+        p0 = pfn[i]
+        if p0 < 0:
+            continue
+        alloc = k == K_ALLOC and not failed[i]
         # pageblock owners: extfrag names the pageblock's previous owner; else the first allocation
-        ev = np.flatnonzero(((ch.kind == K_EXTFRAG) | alloc) & (ch.pfn >= 0) & (ch.pfn < npfn))
-        pb = ch.pfn[ev] >> PAGEBLOCK_ORDER
-        mt8 = np.where(ch.kind[ev] == K_EXTFRAG, ch.fallback_mt[ev], ch.mt[ev]).astype(np.int8)
-        upb, at = np.unique(pb, return_index=True)
-        new = pbmt[upb] < 0
-        pbmt[upb[new]] = mt8[at[new]]
-    pcp = [r[1:] for r in seeds_alloc] + [r[1:] for r in reversed(seeds_drain)]
-    return FirstEvents(first, pbmt, pcp, first_row, _by_row(refreed), _by_row(unseen))
+        if (k == K_EXTFRAG or alloc) and p0 < npfn:
+            pb = p0 >> PAGEBLOCK_ORDER
+            if pbmt[pb] < 0:
+                pbmt[pb] = fallback_mt[i] if k == K_EXTFRAG else mt[i]
+        free = k == K_FREE or k == K_FREE_BATCHED
+        taken = k == K_ZONE_LOCKED
+        drain = k == K_PCPU_DRAIN
+        if not (alloc or free or taken or drain):
+            continue
+        o = np.int64(order[i])
+        m = np.int64(mt[i])
+        seedable = (o <= 3 or (thp and o == PAGEBLOCK_ORDER)) and 0 <= m < 3
+        code = F_USED if free else (F_PCP if drain or (alloc and seedable) else F_BUDDY)
+        # latest-event codes (mm_page_free_batched duplicates and drains do not count)
+        lk = 1 if alloc else 4 if taken else (3 if o == 0 else 2) if k == K_FREE else 0
+        row = start + i
+        for p in range(p0, min(p0 + (np.int64(1) << o), npfn)):
+            if first[p] == F_NONE:
+                first[p] = code
+                first_row[p] = row
+                if code == F_PCP and p == p0:  # a pcp block: its head's first event is its own alloc or drain
+                    seeds[nseed, 0] = row
+                    seeds[nseed, 1] = cpu[i]
+                    seeds[nseed, 2] = p0
+                    seeds[nseed, 3] = o
+                    seeds[nseed, 4] = m if m < 3 else 1  # a highatomic pcppage sits on the movable list
+                    seeds[nseed, 5] = drain
+                    nseed += 1
+            if lk == 0:
+                continue
+            # __alloc_pages_bulk() allocates without mm_page_alloc: a page freed (order 0) and freed again
+            # with nothing between was reused from the pcp head (refreed); one taken off the buddy
+            # (zone_locked) and then freed with no allocation between was allocated unseen (unseen)
+            if (lk == 2 or lk == 3) and (last[p] == 3 or last[p] == 4):
+                pairs[npair, 0] = last_row[p]
+                pairs[npair, 1] = p
+                pair_kind[npair] = last[p]
+                npair += 1
+            last[p] = lk
+            last_row[p] = row
+    return npair, nseed
 
 
 def _by_row(parts: list[np.ndarray]) -> np.ndarray:
@@ -188,7 +229,13 @@ def choose_free_blocks(zones, absent, npfn: int, buddyinfo: dict[str, list[int]]
     for a, b in absent:
         avail[a:b] = False
     avail &= (first != F_USED) & (first != F_PCP)
-    likely = (first == F_BUDDY).astype(np.int64)
+    # per order, per aligned block: wholly available (updated as blocks are chosen), likely-free pages
+    whole, likely = [avail], [(first == F_BUDDY).astype(np.int64)]
+    for _ in range(1, MAX_ORDER):
+        w, lk = whole[-1], likely[-1]
+        m = len(w) // 2
+        whole.append(w[0: 2 * m: 2] & w[1: 2 * m: 2])
+        likely.append(lk[0: 2 * m: 2] + lk[1: 2 * m: 2])
     blocks: list[tuple[int, int]] = []
     short: dict[str, list[int]] = {}
     for name, start, end in zones:
@@ -204,15 +251,10 @@ def choose_free_blocks(zones, absent, npfn: int, buddyinfo: dict[str, list[int]]
             if b1 <= b0:
                 short.setdefault(name, [0] * MAX_ORDER)[order] = need
                 continue
-            cs = np.concatenate(([0], np.cumsum(avail[b0 * size: b1 * size], dtype=np.int64)))
-            ls = np.concatenate(([0], np.cumsum(likely[b0 * size: b1 * size])))
-            ends = np.arange(1, b1 - b0 + 1) * size
-            ok = (cs[ends] - cs[ends - size]) == size
-            cand = np.flatnonzero(ok)
-            score = (ls[ends] - ls[ends - size])[cand]
-            order_idx = np.lexsort((-cand, -score))  # most likely-free pages first, then top-down
+            cand = np.flatnonzero(whole[order][b0:b1])
+            score = likely[order][b0:b1][cand]
             chosen: set[int] = set()
-            for c in cand[order_idx].tolist():
+            for c in _by_score(cand, score):  # most likely-free pages first, then top-down
                 if len(chosen) == need:
                     break
                 blk = b0 + c
@@ -220,12 +262,24 @@ def choose_free_blocks(zones, absent, npfn: int, buddyinfo: dict[str, list[int]]
                     continue
                 chosen.add(blk)
             for blk in chosen:
-                avail[blk * size: (blk + 1) * size] = False
+                for o in range(order + 1):  # its pages are no longer available, at every order up to its own
+                    whole[o][(blk << order) >> o: ((blk + 1) << order) >> o] = False
                 blocks.append((blk * size, order))
             if len(chosen) < need:
                 short.setdefault(name, [0] * MAX_ORDER)[order] = need - len(chosen)
     blocks.sort()
     return blocks, short
+
+
+def _by_score(cand: np.ndarray, score: np.ndarray):
+    """``cand`` (ascending) by score descending, then candidate descending (``np.lexsort((-cand, -score))``),
+    lazily: the scored few sorted, then the unscored many top-down, a slice at a time."""
+    pos = score > 0
+    top = cand[pos][np.lexsort((-cand[pos], -score[pos]))]
+    yield from top.tolist()
+    rest = cand[~pos][::-1]
+    for i in range(0, len(rest), 4096):
+        yield from rest[i: i + 4096].tolist()
 
 
 def list_order(blocks: list[tuple[int, int]], first: np.ndarray, row: np.ndarray) -> list[tuple[int, int]]:
@@ -239,16 +293,24 @@ def list_order(blocks: list[tuple[int, int]], first: np.ndarray, row: np.ndarray
     return sorted(blocks, key=key)
 
 
-def initial_state(trace, *, memmap: list[dict], buddyinfo: list[dict], rows: int = 1 << 20) -> InitialState:
-    """The buddy allocator's start state for a capture (see the module rule)."""
+def memmap_zones(memmap: list[dict]) -> tuple[list[tuple[str, int, int]], list[tuple[int, int]], int]:
+    """:func:`zones_from_ram` of a firmware memory map's RAM: zones, holes and the pfn count."""
     from ptebench.sim.layout import e820_ram
 
     ram = e820_ram(memmap)
     if not ram:
         raise PtebenchError("the memory map holds no RAM", expected="'usable' or 'System RAM' entries")
-    zones, absent, npfn = zones_from_ram(ram)
+    return zones_from_ram(ram)
+
+
+def initial_state(trace, *, memmap: list[dict], buddyinfo: list[dict], rows: int = 1 << 20,
+                  first: FirstEvents | None = None, zones: tuple | None = None) -> InitialState:
+    """The buddy allocator's start state for a capture (see the module rule); ``first``: the trace's
+    :func:`first_events` when a pass the caller made already has them (for ``memmap_zones()``'s pfns, which
+    ``zones`` may hand over too)."""
+    zones, absent, npfn = zones if zones is not None else memmap_zones(memmap)
     per_zone = {str(z["zone"]): list(z["free"]) for z in buddyinfo}
-    fe = first_events(trace, npfn, rows)
+    fe = first if first is not None else first_events(trace, npfn, rows)
     first, pb_first = fe.first, fe.pageblock_mt
     blocks, short = choose_free_blocks(zones, absent, npfn, per_zone, first)
     blocks = list_order(blocks, first, fe.row)
