@@ -274,16 +274,20 @@ def _simulate_engine(tr: Trace, bundle: dict[str, Any], st: Setup, engine: Faith
 
 
 def _not_in_later_area(rows: np.ndarray, areas: list[tuple[int, np.ndarray]]) -> np.ndarray:
-    """The [row, pfn] pairs whose page no module/vmalloc area created after the row holds."""
+    """The [row, pfn, next free row] triples whose page no module/vmalloc area created between the row and
+    the page's next free holds (that area's recreation is the unseen allocation)."""
     if not areas or not len(rows):
         return rows
     created = np.concatenate([np.full(len(p), c, np.int64) for c, p in areas])
     pfns = np.concatenate([p for _, p in areas])
     o = np.lexsort((created, pfns))
     pfns, created = pfns[o], created[o]
-    at = np.maximum(np.searchsorted(pfns, rows[:, 1], side="right") - 1, 0)  # the page's latest area
-    later = (pfns[at] == rows[:, 1]) & (created[at] > rows[:, 0])
-    return rows[~later]
+    key = pfns * (1 << 40) + created  # the page's first area created after the row: before its next free?
+    at = np.searchsorted(key, rows[:, 1] * (1 << 40) + rows[:, 0], side="right")
+    found = at < len(key)
+    at = np.minimum(at, len(key) - 1)
+    recreated = found & (pfns[at] == rows[:, 1]) & (created[at] < rows[:, 2])
+    return rows[~recreated]
 
 
 def _sim_split_table(sim: SimulateEngine, engine: FaithfulEngine, tr: Trace) -> pd.DataFrame:

@@ -127,9 +127,9 @@ def _first_events_oracle(trace, npfn):
                 kind = {"mm_page_alloc": "alloc", "mm_page_alloc_zone_locked": "taken"}.get(
                     name, "free0" if order == 0 else "free")
                 if kind.startswith("free") and p in last and last[p][0] == "free0":
-                    refreed.append((last[p][1], p))
+                    refreed.append((last[p][1], p, i))
                 if kind.startswith("free") and p in last and last[p][0] == "taken":
-                    unseen.append((last[p][1], p))
+                    unseen.append((last[p][1], p, i))
                 last[p] = (kind, i, order)
     return first, seeds_a + seeds_d[::-1], sorted(refreed), sorted(unseen)
 

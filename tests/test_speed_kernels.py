@@ -90,9 +90,9 @@ def first_events_reference(ev: dict[str, np.ndarray], npfn: int, thp: bool = Tru
             if latest is None:
                 continue
             if latest.startswith("free") and p in last and last[p][0] == "free0":
-                refreed.append((last[p][1], p))
+                refreed.append((last[p][1], p, i))
             if latest.startswith("free") and p in last and last[p][0] == "taken":
-                unseen.append((last[p][1], p))
+                unseen.append((last[p][1], p, i))
             last[p] = (latest, i)
     return first, first_row, pbmt, seeds_a + seeds_d[::-1], sorted(refreed), sorted(unseen)
 
@@ -360,10 +360,10 @@ def placement_reference(ev, npfn):
             c["extfrag_fragmenting"] += bool(ev["fragmenting"][i])
             c["extfrag_change_ownership"] += bool(ev["change_ownership"][i])
         if k == K_PCPU_DRAIN:
-            c["pcp_drain_pages"] += 1
+            c["pcp_drain_pages"] += 1 << o  # the event is one block of its order
         refill = k == K_ZONE_LOCKED and bool(ev["percpu_refill"][i])
         cpu = int(ev["cpu"][i])
-        c["pcp_refill_pages"] += refill
+        c["pcp_refill_pages"] += (1 << o) if refill else 0
         c["pcp_refills"] += refill and not prev.get(cpu, False)
         prev[cpu] = refill
     return touched, c

@@ -10,7 +10,8 @@
 - ``pcp_refills`` / ``pcp_refill_pages``: ``rmqueue_bulk()`` refills of the per-CPU lists
   (``mm_page_alloc_zone_locked`` with ``percpu_refill=1``), counted once per refill burst
   (consecutive refill pages on one CPU) and in pages;
-- ``pcp_drain_pages``: pages ``free_pcppages_bulk()`` returned to the buddy (``mm_page_pcpu_drain``).
+- ``pcp_drain_pages``: pages ``free_pcppages_bulk()`` returned to the buddy (``mm_page_pcpu_drain``, one
+  event per block: ``1 << order`` pages, as the model counts them).
 """
 
 from __future__ import annotations
@@ -81,11 +82,11 @@ def _placement_chunk(kind, failed, mt, pfn, order, fragmenting, change_ownership
             if change_ownership[i]:
                 ctr[2] += 1
         elif k == K_PCPU_DRAIN:
-            ctr[5] += 1
+            ctr[5] += np.int64(1) << np.int64(order[i])  # one block of its order per event
         refill = k == K_ZONE_LOCKED and percpu_refill[i]
         c = cpu[i] + 1
         if refill:
-            ctr[4] += 1
+            ctr[4] += np.int64(1) << np.int64(order[i])
             if not prev_refill[c]:
                 ctr[3] += 1
         prev_refill[c] = refill

@@ -61,8 +61,8 @@ class InitialState:
     absent: list[tuple[int, int]]  # holes (start_pfn, end_pfn)
     stats: dict[str, Any] = field(default_factory=dict)
     pcp: list[tuple[int, int, int, int]] = field(default_factory=list)  # (cpu, pfn, order, mt), head to tail
-    refreed: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))  # see FirstEvents.refreed
-    unseen: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))  # see FirstEvents.unseen
+    refreed: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))  # see FirstEvents.refreed
+    unseen: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))  # see FirstEvents.unseen
 
 
 def zones_from_ram(ram: list[tuple[int, int]]) -> tuple[list[tuple[str, int, int]], list[tuple[int, int]], int]:
@@ -92,9 +92,9 @@ class FirstEvents:
     pageblock_mt: np.ndarray  # int8 per pageblock, -1 when the trace does not say
     pcp: list[tuple[int, int, int, int]]  # (cpu, pfn, order, mt) on a pcp list at the start, head to tail
     row: np.ndarray  # int64 per pfn: the trace row of its first event (NO_ROW when none)
-    refreed: np.ndarray  # int64 (n, 2) sorted by row: [row, pfn] of each order-0 free whose page is freed
-    # again with no event between
-    unseen: np.ndarray  # int64 (n, 2) sorted by row: [row, pfn] of each zone_locked whose page is next freed
+    refreed: np.ndarray  # int64 (n, 3) sorted by row: [row, pfn, next] of each order-0 free whose page is freed
+    # again (at row ``next``) with no event between
+    unseen: np.ndarray  # int64 (n, 3) sorted by row: [row, pfn, next] of each zone_locked whose page is next freed
 
 
 NO_ROW = np.iinfo(np.int64).max
@@ -139,7 +139,7 @@ class FirstEventScan:
             return
         # one (row, pfn) pair per page event at most: the pages of the chunk bound both outputs
         bound = int((np.int64(1) << ch.order.astype(np.int64)).sum())
-        pairs = np.empty((bound, 2), np.int64)
+        pairs = np.empty((bound, 3), np.int64)
         kinds = np.empty(bound, np.int8)
         seeds = np.empty((n, 6), np.int64)
         np_, ns = _first_events_chunk(ch.kind, ch.pfn, ch.order, ch.failed, ch.mt, ch.fallback_mt, ch.cpu,
@@ -163,7 +163,7 @@ class FirstEventScan:
 def _first_events_chunk(kind, pfn, order, failed, mt, fallback_mt, cpu, start, thp, first, first_row, pbmt, last,
                         last_row, pairs, pair_kind, seeds):
     """The rules of :func:`first_events` over one chunk, event by event, page by page.  Fills ``pairs``
-    ([row, pfn] of an order-0 free (kind 3) or a zone_locked (4) whose page is freed next) and ``seeds``
+    ([row, pfn, next row] of an order-0 free (kind 3) or a zone_locked (4) whose page is freed next, at next row) and ``seeds``
     ([row, cpu, pfn, order, mt, drain] of a pcp block of the start); returns how many of each."""
     npfn = first.shape[0]
     npair = 0
@@ -211,6 +211,7 @@ def _first_events_chunk(kind, pfn, order, failed, mt, fallback_mt, cpu, start, t
             if (lk == 2 or lk == 3) and (last[p] == 3 or last[p] == 4):
                 pairs[npair, 0] = last_row[p]
                 pairs[npair, 1] = p
+                pairs[npair, 2] = row
                 pair_kind[npair] = last[p]
                 npair += 1
             last[p] = lk
@@ -219,7 +220,7 @@ def _first_events_chunk(kind, pfn, order, failed, mt, fallback_mt, cpu, start, t
 
 
 def _by_row(parts: list[np.ndarray]) -> np.ndarray:
-    rows = np.concatenate(parts) if parts else np.zeros((0, 2), np.int64)
+    rows = np.concatenate(parts) if parts else np.zeros((0, 3), np.int64)
     return rows[np.lexsort((rows[:, 1], rows[:, 0]))]
 
 
