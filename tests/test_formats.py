@@ -462,7 +462,7 @@ def test_kernel_loss_markers(chunk: int | None, kernel_text: str, tmp_path: Path
         import importlib
         api_mod = importlib.import_module("ptebench.api")
         source_mod = importlib.import_module("ptebench.parse.source")
-        monkeypatch.setattr(api_mod, "read_chunks", functools.partial(source_mod.read_chunks, chunk_bytes=chunk))
+        monkeypatch.setattr(api_mod, "open_chunks", functools.partial(source_mod.ChunkReader, chunk_bytes=chunk))
     events = _event_lines(kernel_text)
     cpu1 = [e for e in events if e[1] == 1]
     assert len(cpu1) > 20

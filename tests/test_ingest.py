@@ -180,9 +180,9 @@ def write(tmp_path: Path, name: str, data: str | bytes) -> Path:
 
 
 def force_chunks(monkeypatch: pytest.MonkeyPatch, nbytes: int) -> None:
-    """ingest() calls read_chunks(name, source) with the default CHUNK_BYTES bound at definition
-    time, so patching source.CHUNK_BYTES has no effect: wrap the name api.py imported instead."""
-    monkeypatch.setattr(api_mod, "read_chunks", functools.partial(source_mod.read_chunks, chunk_bytes=nbytes))
+    """ingest() opens inputs with api.open_chunks (a ChunkReader with the default CHUNK_BYTES bound
+    at definition time, so patching source.CHUNK_BYTES has no effect): wrap that name instead."""
+    monkeypatch.setattr(api_mod, "open_chunks", functools.partial(source_mod.ChunkReader, chunk_bytes=nbytes))
 
 
 def count_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:

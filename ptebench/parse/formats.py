@@ -35,7 +35,9 @@ FORMATS = ("ftrace", "trace-cmd", "perf-script", "systrace", "trace-dat")
 TRACE_DAT_MAGIC = b"\x17\x08Dtracing"
 TRACE_CMD = "trace-cmd"
 
-_SNIFF_BYTES = 1 << 16
+SNIFF_BYTES = _SNIFF_BYTES = 1 << 16
+#: formats whose input is turned into text lines first (the rest is parsed as read)
+TRANSFORMED = ("systrace", "trace-dat")
 _PREAMBLE = re.compile(r"^(?:version = \d+|cpus=\d+|CPU \d+ is empty)\s*$")
 # builtin-script.c perf_sample__fprintf_start(): "%16s %5d[/%-5d] [%03d] %5lu.%06lu: " then "%*s: " for
 # the event name, which is "system:event" for tracepoints; "-F +period" adds the period before it
@@ -77,17 +79,21 @@ def sniff(head: bytes) -> tuple[str, str]:
     return "ftrace", "no known layout recognised; assuming ftrace text"
 
 
+def detect(head: bytes, name: str, fmt: str | None) -> tuple[str, str]:
+    """(format, evidence): ``fmt`` when given (checked), else sniffed from the first bytes."""
+    if fmt is None:
+        return sniff(head)
+    if fmt not in FORMATS:
+        raise PtebenchError(f"unknown input format {fmt!r}", expected=f"one of {', '.join(FORMATS)}")
+    return fmt, "--format"
+
+
 def text_chunks(chunks: Iterable[tuple[bytes, bool]], name: str, source: Source,
                 fmt: str | None) -> tuple[str, str, Iterator[tuple[bytes, bool]]]:
     """Detect (unless ``fmt`` is given) and adapt one input: (format, evidence, text chunks)."""
     it = iter(chunks)
     first, at_eof = next(it)
-    if fmt is None:
-        fmt, why = sniff(first)
-    else:
-        why = "--format"
-        if fmt not in FORMATS:
-            raise PtebenchError(f"unknown input format {fmt!r}", expected=f"one of {', '.join(FORMATS)}")
+    fmt, why = detect(first, name, fmt)
 
     def rest() -> Iterator[tuple[bytes, bool]]:
         yield first, at_eof

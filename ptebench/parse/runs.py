@@ -5,7 +5,7 @@ Each parsed chunk is sorted on its own and spilled to a temporary Arrow IPC file
 batch per run: the *frontier* is the smallest last key among the runs' current
 batches, and every buffered row at or below it is final, because each run is
 sorted.  Input that is already in order (the kernel merges its per-CPU buffers by
-time) streams through with no reordering work beyond a check.
+time) streams through with no reordering work beyond a check, one run open at a time.
 """
 
 from __future__ import annotations
@@ -28,14 +28,23 @@ class RunWriter:
         self._dir = tempfile.TemporaryDirectory(prefix="ptebench-runs-")
         self.paths: list[Path] = []
         self.rows = 0
+        self.in_order = True  # does every run start after the previous one ends (sorted input)?
+        self._last: tuple[int, int] | None = None
 
     def add(self, table: pa.Table) -> None:
         """Append one chunk's rows (any order); they are sorted by (ts_ns, seq) here."""
         ts = table.column("ts_ns").to_numpy()
         seq = table.column("seq").to_numpy()
-        order = np.lexsort((seq, ts))
-        if np.any(order[1:] < order[:-1]):
+        # a chunk's seq grows row by row: it is in (ts_ns, seq) order when ts_ns never decreases
+        if not (np.all(ts[1:] >= ts[:-1]) and np.all(seq[1:] > seq[:-1])):
+            order = np.lexsort((seq, ts))
             table = table.take(pa.array(order))
+            ts, seq = ts[order], seq[order]
+        if len(ts):
+            first = (int(ts[0]), int(seq[0]))
+            if self._last is not None and first < self._last:
+                self.in_order = False
+            self._last = (int(ts[-1]), int(seq[-1]))
         path = Path(self._dir.name) / f"run{len(self.paths):05d}.arrow"
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, self.schema) as w:
             w.write_table(table, max_chunksize=RUN_BATCH_ROWS)
@@ -57,8 +66,16 @@ def _key(batch: pa.RecordBatch, i: int) -> tuple[int, int]:
     return int(batch.column(0)[i].as_py()), int(batch.column(1)[i].as_py())
 
 
-def merge_runs(paths: list[Path], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    """Yield record batches in (ts_ns, seq) order; columns 0 and 1 must be ts_ns and seq."""
+def merge_runs(paths: list[Path], schema: pa.Schema, in_order: bool = False) -> Iterator[pa.RecordBatch]:
+    """Yield record batches in (ts_ns, seq) order; columns 0 and 1 must be ts_ns and seq.
+
+    ``in_order``: each run starts after the previous one ends (``RunWriter.in_order``), so the
+    runs are read one after another, one open at a time (memory independent of their number).
+    """
+    if in_order:
+        for p in paths:
+            yield from _batches(p)
+        return
     iters = [_batches(p) for p in paths]
     current: list[pa.RecordBatch | None] = [next(it, None) for it in iters]
     while True:

@@ -68,7 +68,7 @@ class Finisher:
     def finish(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         cols = dict(zip(batch.schema.names, batch.columns, strict=True))
         for name in DICT_COLUMNS:
-            cols[name] = pa.DictionaryArray.from_arrays(cols[name], self.dicts[name])
+            cols[name] = pa.DictionaryArray.from_arrays(cols[name], self.dicts[name], safe=False)  # codes are ours
         cols["gfp_mask"] = self.gfp_masks.take(cols["gfp"].indices)
         if len(self.patch_seq):
             seq = cols["seq"].to_numpy()

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 import zstandard
 
 from ptebench.errors import PtebenchError
 
-CHUNK_BYTES = 32 << 20
+CHUNK_BYTES = 16 << 20
 
 _MAGIC = {
     b"\xfd7zXZ\x00": "xz",
@@ -51,6 +52,20 @@ class _Hashing:
         self.sha.update(data)
         self.size += len(data)
         return data
+
+    def readinto(self, b: memoryview) -> int:
+        n = len(b)
+        k = 0
+        if self.head:
+            k = min(n, len(self.head))
+            b[:k] = self.head[:k]
+            self.head = self.head[k:]
+        if k < n:
+            got = self.raw.readinto(b[k:])  # type: ignore[attr-defined]
+            k += got or 0
+        self.sha.update(b[:k])
+        self.size += k
+        return k
 
     def readable(self) -> bool:
         return True
@@ -116,6 +131,116 @@ class _ZstdReader:
                 block = self.dobj.unused_data if self.dobj.eof else b""
         out, self.pending = self.pending[:n], self.pending[n:]
         return out
+
+    def readinto(self, b: memoryview) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+def _open(path: str | Path, source: Source) -> tuple[BinaryIO, BinaryIO, _Hashing, bool]:
+    """(raw stream, decompressed stream, hashing layer, close the raw stream when done)."""
+    if str(path) == "-":
+        return sys.stdin.buffer, *_layers(sys.stdin.buffer, source), False
+    try:
+        raw_stream = Path(path).open("rb")  # noqa: SIM115 - closed by the caller
+    except OSError as exc:
+        raise PtebenchError(f"cannot open input: {exc.strerror}", file=str(path)) from exc
+    return raw_stream, *_layers(raw_stream, source), True
+
+
+def _layers(raw_stream: BinaryIO, source: Source) -> tuple[BinaryIO, _Hashing]:
+    head = raw_stream.read(6)
+    kind = next((k for magic, k in _MAGIC.items() if head.startswith(magic)), "none")
+    source.compression = kind
+    raw = _Hashing(raw_stream, head)
+    return _decompressor(kind, raw), raw
+
+
+class ChunkReader:
+    """Decompressed text in line-aligned chunks, all in one reused buffer (no copies, no fresh pages).
+
+    :meth:`next` hands out a view ``buf[:n]``: the bytes the caller did not consume from the
+    previous view, then up to ``chunk_bytes`` newly read bytes, cut after the last newline.  With
+    ``at_eof`` the input is exhausted and the view holds everything left (it may end without a
+    newline).  ``new_bytes`` is the number of decompressed bytes read for the last view.  The
+    source's size and sha256 are filled in at the end, as :func:`read_chunks` does.
+    """
+
+    def __init__(self, path: str | Path, source: Source, chunk_bytes: int = CHUNK_BYTES) -> None:
+        self.source = source
+        self.chunk_bytes = chunk_bytes
+        self._raw_stream, self._stream, self._raw, self._close = _open(path, source)
+        self._alloc(chunk_bytes + (1 << 16))
+        self.filled = 0  # bytes in the buffer
+        self.new_bytes = 0
+
+    def _alloc(self, size: int) -> None:
+        self.ba = bytearray(size)
+        self.mv = memoryview(self.ba)
+        self.arr = np.frombuffer(self.ba, dtype=np.uint8)
+
+    def close(self) -> None:
+        if self._close:
+            self._raw_stream.close()
+
+    def __enter__(self) -> ChunkReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read(self, at: int) -> int:
+        """Read up to chunk_bytes into the buffer at ``at``; 0 at the end of the input."""
+        kind = self.source.compression
+        end = at + self.chunk_bytes
+        k = at
+        try:
+            while k < end:
+                got = self._stream.readinto(self.mv[k:end])  # type: ignore[attr-defined]
+                if not got:
+                    break
+                k += got
+        except (EOFError, lzma.LZMAError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError) as exc:
+            raise PtebenchError(
+                f"the {kind} stream is corrupt or truncated ({exc})",
+                file=self.source.name,
+                expected=f"a complete {kind} stream",
+            ) from exc
+        return k - at
+
+    def next(self, consumed: int) -> tuple[np.ndarray, bool]:
+        """Drop the first ``consumed`` bytes of the last view; return (the next view, at_eof)."""
+        rest = self.filled - consumed
+        if consumed and rest:
+            self.arr[:rest] = self.arr[consumed : self.filled]
+        self.filled = rest
+        self.new_bytes = 0
+        while True:
+            if self.filled + self.chunk_bytes > len(self.ba):
+                old = self.arr[: self.filled].copy()
+                self._alloc(2 * (self.filled + self.chunk_bytes))
+                self.arr[: self.filled] = old
+            start = self.filled
+            got = self._read(start)
+            self.new_bytes += got
+            self.source.decompressed_size += got
+            self.filled += got
+            if not got:
+                self.source.size = self._raw.size
+                self.source.sha256 = self._raw.sha.hexdigest()
+                return self.arr[: self.filled], True
+            cut = self.ba.rfind(b"\n", start, self.filled) + 1
+            if cut:
+                return self.arr[:cut], False
+
+    def byte_chunks(self, view: np.ndarray, at_eof: bool) -> Iterator[tuple[bytes, bool]]:
+        """The chunks as :func:`read_chunks` yields them, from ``view`` (this reader's last) on."""
+        while True:
+            yield view.tobytes(), at_eof
+            if at_eof:
+                return
+            view, at_eof = self.next(len(view))
 
 
 def read_chunks(path: str | Path, source: Source, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[bytes, bool]]:

@@ -29,6 +29,7 @@ from ptebench.parse.events import (
     Field,
     is_tracing_frame,
 )
+from ptebench.parse.fastpath import FastPath, last_index
 from ptebench.parse.stacks import Interner, StackTable
 
 NULL_INT = np.iinfo(np.int64).min  # "no value" in int columns until they become Arrow arrays
@@ -150,6 +151,7 @@ class TextParser:
         self.file = ""
         self.mode = S.M_FTRACE
         self.line0 = 0  # lines of the current source consumed so far
+        self.fast = FastPath(self)
 
     # ------------------------------------------------------------------ per source
     def start_source(self, src: int, name: str, fmt: str = "ftrace") -> None:
@@ -161,6 +163,16 @@ class TextParser:
         raise PtebenchError(message, file=self.file, line=line, text=text, expected=expected)
 
     # ------------------------------------------------------------------ per chunk
+    def parse_view(self, buf: np.ndarray, at_eof: bool) -> tuple[dict[str, np.ndarray | pa.Array] | None, int]:
+        """Parse one chunk given as a uint8 array; return (columns, bytes consumed): the rest is
+        the start of the next chunk.  The fast path takes chunks of ordinary kmem event lines."""
+        res = self.fast.parse(buf, at_eof) if len(buf) else None
+        if res is not None:
+            return res
+        data = buf.tobytes()
+        cols, carry = self.parse(data, at_eof)
+        return cols, len(data) - len(carry)
+
     def parse(self, data: bytes, at_eof: bool) -> tuple[dict[str, np.ndarray | pa.Array] | None, bytes]:
         """Parse one chunk; return (columns of its events in input order, bytes to carry over)."""
         if not data:
@@ -659,13 +671,14 @@ class TextParser:
         def record(i: int) -> list[int]:
             return records.setdefault(i, [int(seq[i]), int(stack_id[i] >= 0), int(ev_code[i])])
 
-        for k, i in self._last_index(key).items():
+        for k, i in last_index(key).items():
             self.last_event[(k, None)] = record(i)
-        for kc, i in self._last_index(key * ncodes + ev_code).items():
+        for kc, i in last_index(key * ncodes + ev_code).items():
             self.last_event[(kc // ncodes, kc % ncodes)] = record(i)
 
     @staticmethod
     def _last_index(key: np.ndarray) -> dict[int, int]:
+        """Plain reference of ``fastpath.last_index``."""
         rev = key[::-1]
         uniq, first = np.unique(rev, return_index=True)
         return dict(zip(uniq.tolist(), (len(key) - 1 - first).tolist(), strict=True))
