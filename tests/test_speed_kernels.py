@@ -475,3 +475,17 @@ def test_kprobe_fields_parse_against_reference():
                 for j, w in enumerate(want):
                     got = (int(ch.kind[j]), int(ch.api[j]), int(ch.page[j]), int(ch.addr[j]), int(ch.npages[j]))
                     assert got == (w if w is not None else (K_OTHER, -1, 0, 0, 0)), fl[j]
+
+
+def test_per_event_kernels_run_without_the_nrt():
+    """The per-op and per-event loops are compiled without numba's reference counting: with it, every array
+    alias the inlined buddy code makes in ``sim_ops`` cost an atomic incref/decref pair (about two thirds of
+    that loop's time).  None of them allocates; ``_cpa`` uses the caller's scratch for its one-op arrays."""
+    from ptebench.engine import pairing, placement, prepass, sim_build, sim_kernel
+    from ptebench.sim import buddy_init
+
+    kernels = [sim_kernel.sim_ops, sim_kernel._cpa, sim_build.build_ops, pairing.pair_events,
+               placement._placement_chunk, prepass._last_alloc, buddy_init._first_events_chunk, B.run_ops]
+    if not hasattr(sim_kernel.sim_ops, "targetoptions"):
+        pytest.skip("NUMBA_DISABLE_JIT: plain Python functions")
+    assert [k.__name__ for k in kernels if k.targetoptions.get("_nrt") is not False] == []

@@ -70,7 +70,7 @@ def new_state(npfn: int, events: int | None = None) -> dict[str, np.ndarray]:
     }
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def pair_events(kind, pfn, order, failed, cons_in, mt, start, owner, owner_cons, owner_order, owner_mt, freed, stats,
                 pair, cons):
     """Advance the pairing state over one chunk (see module docstring); fills ``pair`` and ``cons``."""

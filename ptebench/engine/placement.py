@@ -59,7 +59,7 @@ class Placement:
                 **self.counts}
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _placement_chunk(kind, failed, mt, pfn, order, fragmenting, change_ownership, percpu_refill, cpu, touched,
                      prev_refill, ctr):
     """:class:`Placement` over one chunk, event by event (reference: ``placement_reference`` in the tests).

@@ -39,7 +39,7 @@ class LastAlloc:
         return out
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _last_alloc(kind, pid, pfn, at, carry, out):
     """:class:`LastAlloc` over one chunk (reference: ``last_alloc_reference`` in the tests)."""
     q = 0

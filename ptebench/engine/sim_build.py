@@ -25,7 +25,7 @@ from ptebench.sim.buddy import MAX_ORDER
 NCOL = 12
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline="always")
 def _find(keys, key):
     """The index of ``key`` in the sorted ``keys``, -1 if absent."""
     lo, hi = 0, keys.shape[0]
@@ -38,7 +38,7 @@ def _find(keys, key):
     return lo if lo < keys.shape[0] and keys[lo] == key else -1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def build_ops(kind, failed, pfn, order, cpu, mt, gfp, cons_in, pair, cons, run, start, unseen, refreed, mt_gfp,
               is_witness, acts, ncons, req_keys, req_words, extra_row, extra, out, missing):
     """Fill ``out`` (NCOL x rows, ``Ops.FIELDS`` order) with the chunk's ops; ``unseen``/``refreed``: sorted
@@ -51,6 +51,9 @@ def build_ops(kind, failed, pfn, order, cpu, mt, gfp, cons_in, pair, cons, run, 
     r = 0
     m = 0
     nmiss = 0
+    have_last = False
+    last_key = np.int64(0)
+    last_at = np.int64(-1)
     for i in range(n):
         while e < ne and extra_row[e] <= i:
             for c in range(NCOL):
@@ -79,7 +82,11 @@ def build_ops(kind, failed, pfn, order, cpu, mt, gfp, cons_in, pair, cons, run, 
             a = cid % ncons
             g = np.int64(mt_gfp[min(max(np.int64(mt[i]), 0), 2)]) if forced else np.int64(gfp[i])
             key = g * MAX_ORDER + o
-            at = _find(req_keys, key)
+            if not have_last or key != last_key:  # runs of allocations share a (gfp, order): search once a run
+                have_last = True
+                last_key = key
+                last_at = _find(req_keys, key)
+            at = last_at
             if at >= 0:
                 out[2, m] = req_words[at]
             else:

@@ -31,13 +31,21 @@ X_NAMES = ("allocs", "alloc_failed", "frees", "free_unmapped", "free_rejected", 
            "area_pages", "cpa_unmapped")
 
 
-@njit(cache=True)
-def _cpa(pud, pmd, attr1g, attr2m, attr4k, kernel4k, dctr, dlog, dlog_n, gbpages, pfn, n, s, c, f, origin):
-    a_pfn = np.full(1, pfn, np.int64)
-    a_n = np.full(1, n, np.int64)
-    a_s = np.full(1, s, np.uint8)
-    a_c = np.full(1, c, np.uint8)
-    a_f = np.full(1, f, np.int64)
+@njit(cache=True, _nrt=False)
+def _cpa(pud, pmd, attr1g, attr2m, attr4k, kernel4k, dctr, dlog, dlog_n, gbpages, scr64, scr8, pfn, n, s, c,
+         f, origin):
+    """One change_page_attr_set_clr() call through ``directmap.apply_ops`` (its one-op arrays are views of
+    the caller's scratch, so that nothing here allocates); returns the page-table pages its splits took."""
+    scr64[0] = pfn
+    scr64[1] = n
+    scr64[2] = f
+    scr8[0] = s
+    scr8[1] = c
+    a_pfn = scr64[0:1]
+    a_n = scr64[1:2]
+    a_f = scr64[2:3]
+    a_s = scr8[0:1]
+    a_c = scr8[1:2]
     before = dctr[D.C_PT_ALLOC]
     n0 = dlog_n[0]
     D.apply_ops(pud, pmd, attr1g, attr2m, attr4k, kernel4k, dctr, dlog, dlog_n, a_pfn, a_n, a_s, a_c, a_f, 0, gbpages)
@@ -46,12 +54,16 @@ def _cpa(pud, pmd, attr1g, attr2m, attr4k, kernel4k, dctr, dlog, dlog_n, gbpages
     return dctr[D.C_PT_ALLOC] - before
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def sim_ops(lk, pst, pbmt, zi, pcp, zl, cfg, cpu_node, bctr, blog, blog_n,
             pud, pmd, attr1g, attr2m, attr4k, kernel4k, dctr, dlog, dlog_n, gbpages,
             kmap, mmt, touched, xs,
-            kind, order, req, cpu, kpfn, mt, cset, cclr, cflags, cn, origin, pt_req, out):
-    """Apply one chunk's simulate ops in order (see the module docstring); ``out`` gets model pfns."""
+            kind, order, req, cpu, kpfn, mt, cset, cclr, cflags, cn, origin, pt_req, out, scr64, scr8):
+    """Apply one chunk's simulate ops in order (see the module docstring); ``out`` gets model pfns.
+
+    Compiled without the NRT (nothing here allocates; ``scr64``/``scr8``: int64[3]/uint8[2] scratch for
+    :func:`_cpa`): with it, every array alias the inlined buddy code makes costs an atomic incref/decref
+    pair, which was most of this loop's time."""
     npfn = kmap.shape[0]
     for i in range(kind.shape[0]):
         k = kind[i]
@@ -81,8 +93,8 @@ def sim_ops(lk, pst, pbmt, zi, pcp, zl, cfg, cpu_node, bctr, blog, blog_n,
                 touched[m >> 9] = True
                 touched[(m + n - 1) >> 9] = True
             if cn[i] > 0:
-                new_pt = _cpa(pud, pmd, attr1g, attr2m, attr4k, kernel4k, dctr, dlog, dlog_n, gbpages, m, n,
-                              cset[i], cclr[i], cflags[i], origin[i])
+                new_pt = _cpa(pud, pmd, attr1g, attr2m, attr4k, kernel4k, dctr, dlog, dlog_n, gbpages, scr64, scr8,
+                              m, n, cset[i], cclr[i], cflags[i], origin[i])
         elif k == S_FREE:
             kp = kpfn[i]
             if kp < 0 or kp >= npfn:
@@ -94,8 +106,8 @@ def sim_ops(lk, pst, pbmt, zi, pcp, zl, cfg, cpu_node, bctr, blog, blog_n,
                 continue
             n = np.int64(1) << order[i]
             if cn[i] > 0:
-                new_pt = _cpa(pud, pmd, attr1g, attr2m, attr4k, kernel4k, dctr, dlog, dlog_n, gbpages, m, n,
-                              cset[i], cclr[i], cflags[i], origin[i])
+                new_pt = _cpa(pud, pmd, attr1g, attr2m, attr4k, kernel4k, dctr, dlog, dlog_n, gbpages, scr64, scr8,
+                              m, n, cset[i], cclr[i], cflags[i], origin[i])
             ok = B.free(lk, pst, pbmt, zi, pcp, cfg, bctr, m, order[i], cpu[i], 0)
             if ok:
                 for j in range(n):
@@ -110,11 +122,11 @@ def sim_ops(lk, pst, pbmt, zi, pcp, zl, cfg, cpu_node, bctr, blog, blog_n,
             if m < 0:
                 xs[X_CPA_UNMAPPED] += 1
                 continue
-            new_pt = _cpa(pud, pmd, attr1g, attr2m, attr4k, kernel4k, dctr, dlog, dlog_n, gbpages, m, cn[i],
-                          cset[i], cclr[i], cflags[i], origin[i])
+            new_pt = _cpa(pud, pmd, attr1g, attr2m, attr4k, kernel4k, dctr, dlog, dlog_n, gbpages, scr64, scr8,
+                          m, cn[i], cset[i], cclr[i], cflags[i], origin[i])
         elif k == S_CPA_P:
-            new_pt = _cpa(pud, pmd, attr1g, attr2m, attr4k, kernel4k, dctr, dlog, dlog_n, gbpages, kpfn[i], cn[i],
-                          cset[i], cclr[i], cflags[i], origin[i])
+            new_pt = _cpa(pud, pmd, attr1g, attr2m, attr4k, kernel4k, dctr, dlog, dlog_n, gbpages, scr64, scr8,
+                          kpfn[i], cn[i], cset[i], cclr[i], cflags[i], origin[i])
         elif k == S_AREA:
             m = B.alloc(lk, pst, pbmt, zi, pcp, zl, cfg, cpu_node, bctr, blog, blog_n, 0, pt_req, cpu[i], origin[i])
             xs[X_AREA_PAGES] += 1

@@ -92,11 +92,13 @@ class _Buffers:
     """``build_ops()``' output buffers, reused across chunks (the ops live until the next feed): scratch
     sized by the chunk, not state (``__slots__``: the bench's state census does not count it)."""
 
-    __slots__ = ("out", "missing")
+    __slots__ = ("out", "missing", "scr64", "scr8")
 
     def __init__(self) -> None:
         self.out = np.empty((len(Ops.FIELDS), 0), np.int64)
         self.missing = np.empty(0, np.int64)
+        self.scr64 = np.zeros(3, np.int64)  # sim_ops()' one-op CPA arrays
+        self.scr8 = np.zeros(2, np.uint8)
 
     def get(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         if self.out.shape[1] < n:
@@ -251,7 +253,7 @@ class SimulateEngine:
                 st["kernel4k"], st["ctr"], self.dmap.log, self.dmap.log_n, self.dmap.gbpages,
                 self.kmap, self.mmt, self.touched, self.xs,
                 ops.kind, ops.order, ops.req, ops.cpu, ops.kpfn, ops.mt, ops.cset, ops.cclr, ops.cflags, ops.cn,
-                ops.origin, self.pt_req, out)
+                ops.origin, self.pt_req, out, self._buf.scr64, self._buf.scr8)
         return out
 
     # ------------------------------------------------------------------ the policy seam

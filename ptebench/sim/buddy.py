@@ -1261,24 +1261,40 @@ class Buddy:
         zi, pst, pcp, lk = st["zi"], st["pst"], st["pcp"], st["lk"]
         npfn, nb, nz = int(st["cfg"][CF_NPFN]), int(st["cfg"][CF_NB]), len(self.names)
         thp = int(st["cfg"][CF_THP])
+        ncpus = self.ncpus
+        # plain Python per block (thousands of them): the jitted helpers' pure forms, the zones as int bounds
+        pcp_allowed, order_to_pindex, list_add_tail = (getattr(f, "py_func", f) for f in (
+            _pcp_allowed, _order_to_pindex, _list_add_tail))
+        bounds = [(int(zi[z, Z_START]), int(zi[z, Z_END])) for z in range(zi.shape[0])]
+        high = [int(zi[z, Z_HIGH]) for z in range(zi.shape[0])]
+        count = [int(c) for c in pcp[:, P_COUNT]]
         dropped = 0
         for cpu, pfn, order, mt in blocks:
             cpu, pfn, order, mt = int(cpu), int(pfn), int(order), int(mt)
-            self._check_cpu(cpu)
-            if not (_pcp_allowed(order, thp) and 0 <= mt < MIGRATE_PCPTYPES):
+            if not 0 <= cpu < ncpus:
+                self._check_cpu(cpu)
+            if not (pcp_allowed(order, thp) and 0 <= mt < MIGRATE_PCPTYPES):
                 raise PtebenchError(f"pcp block ({pfn}, order {order}, migratetype {mt}): not a pcp order/type")
-            z = _zone_of(zi, pfn)
+            z = next((k for k, (zs, ze) in enumerate(bounds) if zs <= pfn < ze), -1)  # _zone_of()
             n = 1 << order
-            if z < 0 or pfn % n or pfn + n > zi[z, Z_END] or not np.isin(pst[pfn:pfn + n], (PS_USED, PS_MOVABLE)).all():
+            if z < 0 or pfn % n or pfn + n > bounds[z][1]:
+                raise PtebenchError(f"pcp block ({pfn}, order {order}) is not an aligned, allocated block of one zone")
+            if n == 1:
+                allocated = int(pst[pfn]) in (PS_USED, PS_MOVABLE)
+            else:
+                s = pst[pfn:pfn + n]
+                allocated = bool(((s == PS_USED) | (s == PS_MOVABLE)).all())
+            if not allocated:
                 raise PtebenchError(f"pcp block ({pfn}, order {order}) is not an aligned, allocated block of one zone")
             pc = cpu * nz + z
-            if pcp[pc, P_COUNT] + n > zi[z, Z_HIGH]:
+            if count[pc] + n > high[z]:
                 dropped += 1
                 continue
             pst[pfn:pfn + n] = PS_NONE
             pst[pfn] = PS_PCP + mt
-            _list_add_tail(lk, pfn, npfn + nb + pc * NR_PCP_LISTS + _order_to_pindex(mt, order))
-            pcp[pc, P_COUNT] += n
+            list_add_tail(lk, pfn, npfn + nb + pc * NR_PCP_LISTS + order_to_pindex(mt, order))
+            count[pc] += n
+            pcp[pc, P_COUNT] = count[pc]
         return dropped
 
     # ------------------------------------------------------------------ operations

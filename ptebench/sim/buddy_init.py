@@ -159,7 +159,7 @@ class FirstEventScan:
         return FirstEvents(self.first, self.pbmt, pcp, self.first_row, _by_row(self.refreed), _by_row(self.unseen))
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _first_events_chunk(kind, pfn, order, failed, mt, fallback_mt, cpu, start, thp, first, first_row, pbmt, last,
                         last_row, pairs, pair_kind, seeds):
     """The rules of :func:`first_events` over one chunk, event by event, page by page.  Fills ``pairs``
