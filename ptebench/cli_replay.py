@@ -79,6 +79,7 @@ def _print_result(result: Result, top: int) -> None:
     console.print(f"pairing: {p['paired_frees']:,} frees paired, {p['unpaired_frees']:,} unpaired (allocated before "
                   f"the trace or by the bulk allocator), {p['piece_frees']:,} order-0 pieces, "
                   f"{p['batched_duplicates']:,} batched duplicates, {p['failed_allocs']:,} failed allocations")
+    _print_placement(result)
     if len(result.splits):
         df = result.splits.head(top)
         show = pd.DataFrame({
@@ -91,6 +92,28 @@ def _print_result(result: Result, top: int) -> None:
         console.print(frame_table(by, "splits and collapses by consumer"))
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
+
+
+def _print_placement(result: Result) -> None:
+    """Where unmovable pages landed (engine/placement.py): the model's beside the kernel's in simulate mode."""
+    if not result.placement:
+        return
+    keys = list(result.placement)
+    table = pd.DataFrame({"measure": keys, "model": [result.placement[k] for k in keys]})
+    kern = result.placement_kernel
+    if kern:
+        table["kernel"] = [kern.get(k) for k in keys]
+        table["error"] = [f"{(m - k) / k:+.1%}" if k else ("0" if m == k else "") for m, k in
+                          zip(table["model"], table["kernel"], strict=True)]
+    console.print(frame_table(table, "placement: model vs kernel" if kern else "placement (the kernel's pfns)"))
+    sim = result.simulate
+    if sim:
+        dist = sim.get("buddyinfo_distance_after") or {}
+        console.print(f"start state: {sim.get('init_free_pages', 0):,} free pages as buddyinfo-before, "
+                      f"{sim.get('init_pcp_blocks_at_start', 0):,} blocks on per-CPU lists; unseen bulk allocations "
+                      f"{sim.get('init_allocations_unseen', 0):,}, re-frees kept {sim.get('init_frees_reallocated_unseen', 0):,}; "
+                      f"frees rejected {sim.get('free_rejected', 0):,}, unmapped {sim.get('free_unmapped', 0):,}; "
+                      f"buddyinfo-after distance {dist.get('blocks', '?')} blocks")
 
 
 def _caller(frames: str) -> str:

@@ -146,3 +146,17 @@ def test_unseen_allocations_left_to_a_recreated_area():
     # pfn 7 at 50: its area comes at 70, after the free at 60
     assert kept.tolist() == [[30, 5, 40], [50, 7, 60]]
     assert _not_in_later_area(rows, []).tolist() == rows.tolist()
+
+
+def test_cli_prints_the_placement_beside_the_kernel():
+    from typer.testing import CliRunner
+
+    from ptebench.cli import app
+
+    res = CliRunner().invoke(app, ["replay", str(ROOT / "traces" / "secretmem_1024"), "--mode", "simulate"],
+                             env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "placement: model vs kernel" in res.output
+    row = next(line for line in res.output.splitlines() if "distinct_2m_blocks_unmovable" in line)
+    assert "+0.0%" in row and row.count(" 7 ") == 2
+    assert "blocks on per-CPU lists" in res.output
