@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from numba import njit
 
 import ptebench
 from ptebench import PtebenchError
@@ -221,6 +222,33 @@ def test_name_table_interns_like_a_dict(items: list[tuple[int, bytes]]) -> None:
     assert len(set(seen.values())) == len(seen) == int(table.meta[0])
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=40).map(lambda b: b.replace(b"\0", b" ")), st.integers(0, 40), st.integers(0, 40))
+def test_byte_finders_match_reference(data: bytes, a: int, e: int) -> None:
+    """The word-at-a-time finders (trailing-zero counts) against plain byte loops."""
+    buf = np.frombuffer(data + b"\n" + b"\0" * 8, dtype=np.uint8)
+    a, e = min(a, len(data)), min(e, len(data))
+    e = max(a, e)
+
+    def first(stop: bytes) -> int:
+        return next((i for i in range(a, e) if data[i] in stop), e)
+
+    with np.errstate(over="ignore"):  # the word arithmetic wraps around (JIT off: numpy scalars)
+        assert F._find2(buf, a, e, 91, 91) == first(b"[")
+        assert F._find2(buf, a, e, 32, 9) == first(b" \t")
+        assert F._find2(buf, a, e, 58, 32) == first(b": ")
+        assert F._line_end(buf, a, len(data) + 1, np.uint64(0))[0] == (data + b"\n").index(b"\n", a)
+
+
+_CTZ = njit(lambda v: F._ctz(v))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, (1 << 64) - 1))
+def test_ctz_matches_reference(x: int) -> None:
+    assert _CTZ(np.uint64(x)) == F._ctz(x) == (x & -x).bit_length() - 1
+
+
 # --------------------------------------------------------------------------------------------
 # the chunk reader
 
@@ -265,14 +293,16 @@ def test_runs_in_order_merge_like_the_general_merge(runs: list[list[int]]) -> No
     chained read then yields what the frontier merge yields."""
     from ptebench.parse.runs import RunWriter, merge_runs
 
-    schema = pa.schema([pa.field("ts_ns", pa.int64()), pa.field("seq", pa.int64())])
+    schema = pa.schema([pa.field("ts_ns", pa.int64()), pa.field("seq", pa.int64()), pa.field("x", pa.int32())])
     writer = RunWriter(schema)
     seq = 0
     keys = []
     try:
-        for ts in runs:
+        for i, ts in enumerate(runs):  # x: seq, or all null in odd runs (not spilled, put back on reading)
             n = len(ts)
-            writer.add(pa.table({"ts_ns": np.array(ts, dtype=np.int64), "seq": np.arange(seq, seq + n)}, schema=schema))
+            x = pa.array(np.arange(seq, seq + n, dtype=np.int32), mask=np.full(n, i % 2 == 1))
+            writer.add(pa.table({"ts_ns": np.array(ts, dtype=np.int64), "seq": np.arange(seq, seq + n), "x": x},
+                                schema=schema))
             keys.append((min(ts), seq + ts.index(min(ts)), max(ts), seq + n - 1 - ts[::-1].index(max(ts))))
             seq += n
         expect = all((a[2], a[3]) < (b[0], b[1]) for a, b in zip(keys, keys[1:], strict=False))
@@ -282,5 +312,9 @@ def test_runs_in_order_merge_like_the_general_merge(runs: list[list[int]]) -> No
         rows = [list(zip(t.column(0).to_pylist(), t.column(1).to_pylist(), strict=True)) for t in merged]
         assert all(r == sorted(r) for r in rows)
         assert all(r == rows[0] for r in rows)
+        odd = {s for i, ts in enumerate(runs) for s in range(sum(map(len, runs[:i])), sum(map(len, runs[: i + 1])))
+               if i % 2 == 1}
+        for t in merged:
+            assert t.column("x").to_pylist() == [None if s in odd else s for s in t.column("seq").to_pylist()]
     finally:
         writer.close()

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, uint64
+from numba.cpython.unsafe.numbers import trailing_zeros
+from numba.extending import overload
 
 # name spaces of the name table
 NS_EVENT = 0  # event names as printed
@@ -87,7 +89,6 @@ _POW10 = np.array([10**k for k in range(10)], dtype=np.int64)
 _ONES = 0x0101010101010101
 _HIGH = 0x8080808080808080
 _SP8 = 0x2020202020202020
-_TAB8 = 0x0909090909090909
 _ZERO8 = 0x3030303030303030
 
 
@@ -151,10 +152,8 @@ def intern(buf, a, b, limit, ns, slots, e_ns, e_off, e_len, e_w0, e_w1, store, m
         if e_w0[ent] == w0 and e_w1[ent] == w1 and e_len[ent] == n and e_ns[ent] == ns:
             off = e_off[ent]
             t = 8
-            while t + 8 <= n - 8 and load8(store, off + t) == load8(buf, a + t):
+            while t < n - 8 and load8(store, off + t) == load8(buf, a + t):  # (overlapping w1: equal)
                 t += 8
-            while t < n - 8 and store[off + t] == buf[a + t]:
-                t += 1
             if t >= n - 8:
                 return ent
         i = (i + 1) & mask
@@ -185,20 +184,39 @@ def _add(buf, a, n, ns, i, w0, w1, slots, e_ns, e_off, e_len, e_w0, e_w1, store,
 # ------------------------------------------------------------------ bytes
 
 
+def _ctz(x):
+    """The number of trailing zero bits of a nonzero word (plain Python; jitted: one ``tzcnt``)."""
+    v = int(x)
+    return (v & -v).bit_length() - 1
+
+
+@overload(_ctz, inline="always")
+def _ctz_jit(x):
+    def impl(x):
+        return np.int64(trailing_zeros(x))
+    return impl
+
+
 @njit(cache=True, inline="always")
-def _has(x, b8):
-    """Does the word x hold the byte whose 8 copies are b8?"""
+def _zmask(x, b8):
+    """A word whose high bit is set in (at least) the lowest byte of x equal to the byte whose 8
+    copies are b8: bytes above the first such byte may be marked wrongly, the lowest never is."""
     v = x ^ uint64(b8)
-    return ((v - uint64(_ONES)) & ~v & uint64(_HIGH)) != uint64(0)
+    return (v - uint64(_ONES)) & ~v & uint64(_HIGH)
 
 
 @njit(cache=True, inline="always")
-def _find(buf, a, e, c):
-    """Index of the first byte c in buf[a:e], or e."""
-    c8 = _ONES * c
-    while a + 8 <= e and not _has(load8(buf, a), c8):
+def _find2(buf, a, e, c, d):
+    """Index of the first byte c or d in buf[a:e], or e (``_find2(buf, a, e, 32, 9)``: end of a token)."""
+    c8 = uint64(_ONES * c)
+    d8 = uint64(_ONES * d)
+    while a + 8 <= e:
+        x = load8(buf, a)
+        m = _zmask(x, c8) | _zmask(x, d8)
+        if m != uint64(0):
+            return a + (_ctz(m) >> 3)
         a += 8
-    while a < e and buf[a] != c:
+    while a < e and buf[a] != c and buf[a] != d:
         a += 1
     return a
 
@@ -208,18 +226,6 @@ def _skip_spaces(buf, a, e):
     while a + 8 <= e and load8(buf, a) == uint64(_SP8):
         a += 8
     while a < e and (buf[a] == 32 or buf[a] == 9):
-        a += 1
-    return a
-
-
-@njit(cache=True, inline="always")
-def _token_end(buf, a, e):
-    while a + 8 <= e:
-        x = load8(buf, a)
-        if _has(x, _SP8) or _has(x, _TAB8):
-            break
-        a += 8
-    while a < e and buf[a] != 32 and buf[a] != 9:
         a += 1
     return a
 
@@ -267,7 +273,7 @@ def _prefix(buf, p, e):
     for no prefix, -2 for a TGID column (not taken here)."""
     j = p
     while True:
-        j = _find(buf, j, e, 91)  # '['
+        j = _find2(buf, j, e, 91, 91)  # '['
         if j >= e:
             return -1, 0, 0, 0
         if j > p and buf[j - 1] == 32:
@@ -336,11 +342,13 @@ def _int(buf, p, e):
 def _ptr(buf, p, e):
     """_scan._ptr_value: (index after the value or -1, is it a NULL page)."""
     a = _skip_spaces(buf, p, e)
-    b = _token_end(buf, a, e)
+    b = _find2(buf, a, e, 32, 9)
     if b == a:
         return -1, False
     t = a + 2 if b - a > 2 and buf[a] == 48 and buf[a + 1] == 120 else a
-    while t + 8 <= b and load8(buf, t) == uint64(_ZERO8):
+    while t + 8 <= b:  # (b - a >= 8 here: not "(null)")
+        if load8(buf, t) != uint64(_ZERO8):
+            return b, False
         t += 8
     while t < b and buf[t] == 48:
         t += 1
@@ -363,8 +371,9 @@ def _line_end(buf, s, n, acc):
     while a + 8 <= n:
         x = load8(buf, a)
         acc |= x
-        if _has(x, _ONES * 10):
-            break
+        m = _zmask(x, _ONES * 10)
+        if m != uint64(0):
+            return a + (_ctz(m) >> 3), acc
         a += 8
     while buf[a] != 10:
         acc |= uint64(buf[a])
@@ -429,14 +438,14 @@ def parse_chunk(buf, n, at_eof, table, code, spec, unmapped, stamp, chunk_id, ne
             return
         # optional irq-info flags, then the timestamp (_scan._flags_timestamp)
         fa = _skip_spaces(buf, k, e)
-        fb = _token_end(buf, fa, e)
+        fb = _find2(buf, fa, e, 32, 9)
         flen = 0
         b = fb
         ok, ts, fdig = _timestamp(buf, fa, fb)
         if not ok:
             flen = fb - fa
             a2 = _skip_spaces(buf, fb, e)
-            b = _token_end(buf, a2, e)
+            b = _find2(buf, a2, e, 32, 9)
             ok, ts, fdig = _timestamp(buf, a2, b)
             if not ok:  # the general path would try a later "[cpu]"
                 st[P_STATUS] = ST_REJECT
@@ -445,9 +454,7 @@ def parse_chunk(buf, n, at_eof, table, code, spec, unmapped, stamp, chunk_id, ne
         if a < e and buf[a] == 60:  # '<': "<stack trace>" and "<user stack trace>" entries
             st[P_STATUS] = ST_REJECT
             return
-        ne = a
-        while ne < e and buf[ne] != 58 and buf[ne] != 32:
-            ne += 1
+        ne = _find2(buf, a, e, 58, 32)  # ":" or " "
         if ne == a or ne == e or buf[ne] != 58:
             st[P_STATUS] = ST_REJECT
             return
@@ -540,7 +547,7 @@ def parse_chunk(buf, n, at_eof, table, code, spec, unmapped, stamp, chunk_id, ne
                     o8[col - COL_BOOL + 1, r] = 1 if v != 0 else 0
             else:
                 g = q
-                q = _token_end(buf, q, fe)
+                q = _find2(buf, q, fe, 32, 9)
                 if q == g:
                     st[P_STATUS] = ST_REJECT
                     return

@@ -40,6 +40,12 @@ def last_index(key: np.ndarray, slots: np.ndarray | None = None) -> dict[int, in
     return dict(zip(uniq.tolist(), last.tolist(), strict=True))
 
 
+def _codes(codes: np.ndarray, ent: np.ndarray) -> pa.Array:
+    """Interner codes of name-table entries ``ent`` (-1: null) as an int32 Arrow array."""
+    null = ent < 0
+    return pa.array(codes[ent], type=pa.int32(), mask=null) if null.any() else pa.array(codes[ent], type=pa.int32())
+
+
 class FastPath:
     """The fast-path state of one parser: name table, field lists, output and scratch arrays."""
 
@@ -206,8 +212,6 @@ class FastPath:
                 cols[name] = o8[c - F.COL_BOOL + 1]
         cols["failed"] = o8[F.B_FAILED] if alloc else pa.nulls(n, pa.bool_())
         codes = t.code.astype(np.int32)
-        flags = o32[F.W_FLAGS]
-        gfp = o32[F.W_GFP]
         cols.update({
             "ts_ns": ts,
             "seq": seq,
@@ -216,10 +220,10 @@ class FastPath:
             "cpu": cpu,
             "pid": o32[F.W_PID],
             "tgid": pa.nulls(n, pa.int32()),  # lines with a TGID column go the general way
-            "comm": codes[o32[F.W_COMM]],
-            "lat_flags": np.where(flags >= 0, codes[flags], -1),
-            "event": ev_code,
-            "gfp": np.where(gfp >= 0, codes[gfp], -1),
+            "comm": pa.array(codes[o32[F.W_COMM]], type=pa.int32()),  # never null
+            "lat_flags": _codes(codes, o32[F.W_FLAGS]),
+            "event": pa.array(ev_code, type=pa.int32()),
+            "gfp": _codes(codes, o32[F.W_GFP]),
             "fields": pa.nulls(n, pa.string()),
             "stack_id": pa.nulls(n, pa.int32()),
         })

@@ -6,6 +6,8 @@ batch per run: the *frontier* is the smallest last key among the runs' current
 batches, and every buffered row at or below it is final, because each run is
 sorted.  Input that is already in order (the kernel merges its per-CPU buffers by
 time) streams through with no reordering work beyond a check, one run open at a time.
+A chunk's all-null columns are not spilled (most kmem columns belong to a few events): reading
+puts them back as slices of one shared null array per type.
 """
 
 from __future__ import annotations
@@ -46,7 +48,10 @@ class RunWriter:
                 self.in_order = False
             self._last = (int(ts[-1]), int(seq[-1]))
         path = Path(self._dir.name) / f"run{len(self.paths):05d}.arrow"
-        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, self.schema) as w:
+        if table.num_rows:  # all-null columns are not spilled: _batches puts them back
+            table = table.drop_columns([c for c, a in zip(table.column_names, table.columns, strict=True)
+                                        if a.null_count == table.num_rows])
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
             w.write_table(table, max_chunksize=RUN_BATCH_ROWS)
         self.paths.append(path)
         self.rows += table.num_rows
@@ -55,11 +60,30 @@ class RunWriter:
         self._dir.cleanup()
 
 
-def _batches(path: Path) -> Iterator[pa.RecordBatch]:
+def _batches(path: Path, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """A run's batches in ``schema``, with the all-null columns ``RunWriter.add`` left out."""
     with pa.memory_map(str(path)) as src:
         reader = pa.ipc.open_file(src)
+        whole = reader.schema.names == schema.names
         for i in range(reader.num_record_batches):
-            yield reader.get_batch(i)
+            b = reader.get_batch(i)
+            if not whole:
+                have = set(b.schema.names)
+                b = pa.RecordBatch.from_arrays([b.column(f.name) if f.name in have else _nulls(b.num_rows, f.type)
+                                                for f in schema], schema=schema)
+            yield b
+
+
+_NULLS: dict[pa.DataType, pa.Array] = {}
+
+
+def _nulls(n: int, type_: pa.DataType) -> pa.Array:
+    """n nulls: slices of one shared array per type (batches wait for their row group together)."""
+    if n > RUN_BATCH_ROWS:
+        return pa.nulls(n, type_)
+    if type_ not in _NULLS:
+        _NULLS[type_] = pa.nulls(RUN_BATCH_ROWS, type_)
+    return _NULLS[type_].slice(0, n)
 
 
 def _key(batch: pa.RecordBatch, i: int) -> tuple[int, int]:
@@ -74,9 +98,9 @@ def merge_runs(paths: list[Path], schema: pa.Schema, in_order: bool = False) -> 
     """
     if in_order:
         for p in paths:
-            yield from _batches(p)
+            yield from _batches(p, schema)
         return
-    iters = [_batches(p) for p in paths]
+    iters = [_batches(p, schema) for p in paths]
     current: list[pa.RecordBatch | None] = [next(it, None) for it in iters]
     while True:
         live = [i for i, b in enumerate(current) if b is not None]

@@ -43,8 +43,9 @@ def run_table(cols: dict[str, Any]) -> pa.Table:
         if isinstance(v, pa.Array):
             arrays.append(v)
         elif f.name in INT_COLUMNS:
-            arrays.append(pa.array(v, type=f.type, mask=v == NULL_INT) if (v == NULL_INT).any() else
-                          pa.array(v.astype(f.type.to_pandas_dtype()), type=f.type))
+            null = v == NULL_INT
+            arrays.append(pa.array(v, type=f.type, mask=null) if null.any() else
+                          pa.array(v.astype(f.type.to_pandas_dtype(), copy=False), type=f.type))
         elif f.name in (*BOOL_COLUMNS, "failed"):
             arrays.append(pa.array(v == 1, type=pa.bool_(), mask=v < 0))
         elif f.name in (*DICT_COLUMNS, "tgid", "stack_id"):
