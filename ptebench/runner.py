@@ -227,10 +227,7 @@ def _first_event_scan(bundle: dict[str, Any]) -> Any:
     memmap = (bundle.get("memmap") or {}).get("firmware")
     if not before or not memmap:
         return None  # _simulate_engine() says what is missing
-    zones = memmap_zones(memmap)
-    scan = FirstEventScan(zones[2])
-    scan.zones = zones
-    return scan
+    return FirstEventScan(memmap_zones(memmap)[2])
 
 
 def _simulate_engine(tr: Trace, bundle: dict[str, Any], st: Setup, engine: FaithfulEngine,
@@ -246,8 +243,7 @@ def _simulate_engine(tr: Trace, bundle: dict[str, Any], st: Setup, engine: Faith
         raise PtebenchError("simulate mode needs the capture's buddyinfo before the trace and its memory map",
                             file=str(tr.path), expected="a capture bundle with buddyinfo-before.txt and "
                             "firmware-memmap.txt")
-    init = initial_state(tr, memmap=memmap, buddyinfo=before, first=scan.result() if scan else None,
-                         zones=scan.zones if scan else None)
+    init = initial_state(tr, memmap=memmap, buddyinfo=before, first=scan.result() if scan else None)
     ncpus = max(int(c) for c in (tr.meta.get("cpus") or [0])) + 1
     buddy = B.Buddy.from_zones(init.zones, ncpus)
     buddy.set_free_blocks(init.blocks, init.pageblock_mt[: len(buddy.state["pbmt"])], absent=init.absent)

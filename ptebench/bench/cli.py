@@ -125,15 +125,7 @@ def ingest_cmd(
         lines=lines, sizes_gb=tuple(size_gb) if size_gb else bench_ingest.DEFAULT_SIZES_GB, rss=not no_rss,
         naive=not skip_naive, naive_sample=naive_sample, work_dir=work_dir, baselines=baselines, cpu=cpu,
         keep_parquet=keep_parquet)
-    opts.check()  # bad options fail before anything runs
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err_console, transient=True) as progress:
-        result = bench_ingest.run_ingest_bench(opts, progress)
-    print_result(result)
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
-        console.print(f"wrote {json_out}")
+    _run(opts, bench_ingest.run_ingest_bench, print_result, json_out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,11 +217,16 @@ def replay_cmd(
     opts = bench_replay.ReplayBenchOptions(capture=capture, events=events, ref_ops=ref_ops, ref_live=ref_live,
                                            ref_npages=ref_npages, work_dir=work_dir, baselines=baselines, cpu=cpu,
                                            profile=profile)
+    _run(opts, bench_replay.run_replay_bench, print_replay_result, json_out)
+
+
+def _run(opts: Any, bench: Any, show: Any, json_out: Path | None) -> None:
+    """Check the options, run one benchmark under a progress display, print it, write its JSON."""
     opts.check()  # bad options fail before anything runs
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err_console, transient=True) as progress:
-        result = bench_replay.run_replay_bench(opts, progress)
-    print_replay_result(result)
+        result = bench(opts, progress)
+    show(result)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")

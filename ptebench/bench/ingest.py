@@ -437,6 +437,17 @@ class BenchOptions:
         return self.lines if self.lines <= NAIVE_FULL_MAX else NAIVE_AUTO_SAMPLE
 
 
+def environment(cpu: int, load_start: tuple[float, ...]) -> dict[str, Any]:
+    """The ``libraries`` and ``machine`` sections every benchmark's JSON carries."""
+    import numba
+
+    return {"libraries": {"python": platform.python_version(), "numba": numba.__version__, "pyarrow": pa.__version__,
+                          "numpy": np.__version__},
+            "machine": {"cpus_online": os.cpu_count(), "pinned_cpu": cpu,
+                        "loadavg_start": [round(x, 2) for x in load_start],
+                        "loadavg_end": [round(x, 2) for x in os.getloadavg()]}}
+
+
 def _rate(lines: int, cpu_s: float) -> float:
     return lines / cpu_s if cpu_s > 0 else float("inf")
 
@@ -591,16 +602,10 @@ def run_ingest_bench(opts: BenchOptions, progress: ProgressLike = None) -> dict[
                                note="holds the whole file in memory"),
         })
 
-    import numba
-
     return {
         "benchmark": "ingest",
         "ptebench_version": __version__,
-        "libraries": {"python": platform.python_version(), "numba": numba.__version__, "pyarrow": pa.__version__,
-                      "numpy": np.__version__},
-        "machine": {"cpus_online": os.cpu_count(), "pinned_cpu": cpu,
-                    "loadavg_start": [round(x, 2) for x in load_start],
-                    "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
+        **environment(cpu, load_start),
         "method": {
             "cpu_time": "getrusage(RUSAGE_SELF) user+sys of a fresh child pinned to one CPU, timed part only",
             "warmup": f"JIT excluded: ptebench ingests the first {warm.lines:,} lines in the same child first "

@@ -61,7 +61,6 @@ import importlib.util
 import json
 import math
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -826,11 +825,9 @@ def _profile_top(path: Path, n: int = PROFILE_TOP) -> dict[str, list[dict[str, A
 
 def run_replay_bench(opts: ReplayBenchOptions, progress: ProgressLike = None) -> dict[str, Any]:
     """Run the whole benchmark; return every figure as a JSON-able dict (see the module doc)."""
-    import numba
-    import pyarrow as pa
 
     from ptebench._version import __version__
-    from ptebench.bench.ingest import _require_jit
+    from ptebench.bench.ingest import _require_jit, environment
 
     opts.check()
     script = Path(opts.baselines) / BUDDY_REF
@@ -931,11 +928,7 @@ def run_replay_bench(opts: ReplayBenchOptions, progress: ProgressLike = None) ->
     return {
         "benchmark": "replay",
         "ptebench_version": __version__,
-        "libraries": {"python": platform.python_version(), "numba": numba.__version__, "pyarrow": pa.__version__,
-                      "numpy": np.__version__},
-        "machine": {"cpus_online": os.cpu_count(), "pinned_cpu": cpu,
-                    "loadavg_start": [round(x, 2) for x in load_start],
-                    "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
+        **environment(cpu, load_start),
         "method": {
             "cpu_time": "getrusage(RUSAGE_SELF) user+sys of a fresh child pinned to one CPU, timed part only",
             "warmup": "JIT excluded: the ptebench child first replays the capture itself (one tile) in simulate mode "

@@ -305,11 +305,10 @@ def memmap_zones(memmap: list[dict]) -> tuple[list[tuple[str, int, int]], list[t
 
 
 def initial_state(trace, *, memmap: list[dict], buddyinfo: list[dict], rows: int = 1 << 20,
-                  first: FirstEvents | None = None, zones: tuple | None = None) -> InitialState:
+                  first: FirstEvents | None = None) -> InitialState:
     """The buddy allocator's start state for a capture (see the module rule); ``first``: the trace's
-    :func:`first_events` when a pass the caller made already has them (for ``memmap_zones()``'s pfns, which
-    ``zones`` may hand over too)."""
-    zones, absent, npfn = zones if zones is not None else memmap_zones(memmap)
+    :func:`first_events` over ``memmap_zones(memmap)``'s pfns when a pass the caller made already has them."""
+    zones, absent, npfn = memmap_zones(memmap)
     per_zone = {str(z["zone"]): list(z["free"]) for z in buddyinfo}
     fe = first if first is not None else first_events(trace, npfn, rows)
     first, pb_first = fe.first, fe.pageblock_mt
