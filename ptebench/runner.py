@@ -18,6 +18,7 @@ from ptebench.engine.consumers import Consumers
 from ptebench.engine.faithful import FaithfulEngine, Options
 from ptebench.engine.prepass import VFREE_FRAMES, prepass  # noqa: F401  (re-exported)
 from ptebench.engine.simulate import SimulateEngine
+from ptebench.engine.store import EventStore
 from ptebench.engine.stream import CPA_APIS, K_CPA, REPLAY_COLUMNS, KprobeRows, first_ts, iter_chunks
 from ptebench.errors import PtebenchError
 from ptebench.results import KERNEL_KEYS, SPLIT_COLUMNS, Result
@@ -25,6 +26,9 @@ from ptebench.sim.dmap import DirectMap
 from ptebench.trace import Trace, load
 
 MODES = ("faithful", "simulate")
+#: the most memory the replay's column store (``engine/store.py``) may take (worst case ~32 B an event: about
+#: 33 M events); longer traces are decoded twice instead, so the replay's memory stays bounded
+STORE_MAX_BYTES = 1 << 30
 TRACING_PREFIXES = ("trace_", "__trace_", "ftrace_", "kprobe", "perf_", "__ftrace", "stack_trace", "arch_stack_walk")
 
 
@@ -170,9 +174,13 @@ def replay(trace: str | Path | Trace, *, variant: str = "none", mode: str = "fai
     bundle = tr.bundle or {}
     dumps = [s.get("dmdump") for s in (bundle.get("snapshots") or {}).values() if s and s.get("dmdump")]
     amap = A.AddressMap.for_page_offset(dumps[0]["page_offset"] if dumps else None)
-    scan = _first_event_scan(bundle) if mode == "simulate" else None  # shares the prepass's read
+    # simulate mode's initial-state scan shares the prepass's read
+    scan = _first_event_scan(bundle, tr._file.metadata.num_rows) if mode == "simulate" else None
     kprobes = KprobeRows()  # parsed once, in the prepass
-    binding, pre = prepass(tr, amap, chunk_rows, scan, kprobes)
+    # the replay's columns, decoded once, in the prepass (a trace too long to keep them is decoded again)
+    rows = tr._file.metadata.num_rows
+    store = EventStore.for_trace(tr) if rows * EventStore.MAX_BYTES_PER_EVENT <= STORE_MAX_BYTES else None
+    binding, pre = prepass(tr, amap, chunk_rows, scan, kprobes, store)
     t1 = time.perf_counter()
     start_counters = st.dmap.counters
     engine = FaithfulEngine(st.dmap, rules, tr.stack_index, amap, binding,
@@ -183,7 +191,10 @@ def replay(trace: str | Path | Trace, *, variant: str = "none", mode: str = "fai
         sim = _simulate_engine(tr, bundle, st, engine, policy, unseen_reuse, scan)
         scan = None  # its per-pfn arrays are not needed past the initial state
     events = 0
-    for ch in iter_chunks(tr, chunk_rows, columns=REPLAY_COLUMNS, kprobes=kprobes.finish(), lazy=True):
+    kprobes.finish()
+    chunks = (store.chunks(tr, kprobes) if store is not None
+              else iter_chunks(tr, chunk_rows, columns=REPLAY_COLUMNS, kprobes=kprobes, lazy=True))
+    for ch in chunks:
         engine.feed(ch)
         if sim is not None:
             sim.feed(ch)
@@ -219,7 +230,7 @@ def replay(trace: str | Path | Trace, *, variant: str = "none", mode: str = "fai
     return result
 
 
-def _first_event_scan(bundle: dict[str, Any]) -> Any:
+def _first_event_scan(bundle: dict[str, Any], events: int | None = None) -> Any:
     """The initial-state scan of simulate mode (``sim/buddy_init.py``), when the bundle has what it needs."""
     from ptebench.sim.buddy_init import FirstEventScan, memmap_zones
 
@@ -227,7 +238,7 @@ def _first_event_scan(bundle: dict[str, Any]) -> Any:
     memmap = (bundle.get("memmap") or {}).get("firmware")
     if not before or not memmap:
         return None  # _simulate_engine() says what is missing
-    return FirstEventScan(memmap_zones(memmap)[2])
+    return FirstEventScan(memmap_zones(memmap)[2], events=events)
 
 
 def _simulate_engine(tr: Trace, bundle: dict[str, Any], st: Setup, engine: FaithfulEngine,

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import ptebench
 from ptebench.sim.buddy_init import (
@@ -17,6 +19,7 @@ from ptebench.sim.buddy_init import (
     first_events,
     initial_state,
     zones_from_ram,
+    zones_from_ram_reference,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,3 +169,14 @@ def test_pcp_seeds_start_on_their_lists(capture):
         assert buddy.alloc(0, gfp, cpu) == pfn
     with pytest.raises(ptebench.PtebenchError, match="not an aligned, allocated block"):
         buddy.set_pcp_blocks([state.pcp[1]] if len(state.pcp) > 1 else [(cpu, pfn, order, mt)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1 << 24), st.integers(0, 1 << 20)), min_size=1, max_size=8))
+def test_holes_match_per_pfn_reference(spans):
+    """zones_from_ram()'s holes, from merged ranges, equal the per-pfn map's (overlaps, unaligned edges,
+    ranges shorter than a page)."""
+    ram = [(s, s + n) for s, n in spans]
+    if max(e for _, e in ram) >> 12 == 0:
+        ram.append((0, 4096))
+    assert zones_from_ram(ram)[1] == zones_from_ram_reference(ram)

@@ -6,12 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ptebench.engine.faithful import _witness_walk
 from ptebench.engine.prepass import LastAlloc
 from ptebench.engine.stream import (
     K_ALLOC,
     K_CPA,
+    K_DM_DEFAULT,
     K_DM_INVALID,
     K_EXTFRAG,
     K_FREE,
@@ -103,13 +106,15 @@ def test_first_event_scan_against_reference(seed):
     ev = _events(seed, 3000, npfn)
     first, first_row, pbmt, pcp, refreed, unseen = first_events_reference(ev, npfn)
     rng = np.random.default_rng(100 + seed)
-    for cuts in ([], [1, 2, 3, 1500], rng.integers(0, 3000, 40).tolist()):
-        scan = FirstEventScan(npfn)
+    for cuts, events in (([], None), ([1, 2, 3, 1500], 3000), (rng.integers(0, 3000, 40).tolist(), None)):
+        scan = FirstEventScan(npfn, events=events)  # rows in int32 when the event count fits
         for ch in _chunks(ev, cuts):
             scan.feed(ch)
         fe = scan.result()
+        assert fe.row.dtype == (np.int64 if events is None else np.int32)
+        none = NO_ROW if events is None else np.iinfo(np.int32).max
         assert {int(p): int(fe.first[p]) for p in np.flatnonzero(fe.first)} == first
-        assert {int(p): int(fe.row[p]) for p in np.flatnonzero(fe.row != NO_ROW)} == first_row
+        assert {int(p): int(fe.row[p]) for p in np.flatnonzero(fe.row != none)} == first_row
         assert {int(b): int(fe.pageblock_mt[b]) for b in np.flatnonzero(fe.pageblock_mt >= 0)} == {
             b: v for b, v in pbmt.items() if v >= 0}
         assert fe.pcp == pcp
@@ -250,7 +255,7 @@ def test_fill_from_buffers_matches_fill_null():
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from ptebench.engine.stream import _fill
+    from ptebench.engine.stream import _fill, _fill_reference
 
     rng = np.random.default_rng(5)
     n = 1000
@@ -259,12 +264,17 @@ def test_fill_from_buffers_matches_fill_null():
              (pa.array(rng.random(n) < 0.5), False, bool, False),
              (pa.array(rng.integers(0, 1 << 40, n), mask=nulls), -1, np.int64, True),
              (pa.array(rng.integers(0, 100, n).astype(np.int8), mask=nulls), 0, np.int8, True),
-             (pa.array(rng.integers(0, 100, n).astype(np.int16), mask=nulls), -1, np.int32, False)]
+             (pa.array(rng.integers(0, 100, n).astype(np.int16), mask=nulls), -1, np.int32, False),
+             (pa.array(rng.integers(0, 1 << 63, n).astype(np.uint64) * 2, mask=nulls), 0, np.uint64, False),
+             (pa.array(rng.integers(0, 100, n).astype(np.int8), mask=nulls), -1, np.int8, False),
+             (pa.array(rng.integers(0, 100, n).astype(np.int32)), -1, np.int32, False)]
     for arr, value, dtype, writable in cases:
         for a in (arr, arr.slice(13, 700)):
             want = pc.fill_null(a, value).to_numpy(zero_copy_only=False).astype(dtype)
             got = _fill(a, value, dtype, writable=writable)
             assert got.dtype == dtype and got.tolist() == want.tolist()
+            ref = _fill_reference(a, value, dtype, writable=writable)
+            assert ref.dtype == dtype and ref.tolist() == want.tolist()
             if writable:
                 got[:1] = 0  # a fresh array
 
@@ -481,11 +491,131 @@ def test_per_event_kernels_run_without_the_nrt():
     """The per-op and per-event loops are compiled without numba's reference counting: with it, every array
     alias the inlined buddy code makes in ``sim_ops`` cost an atomic incref/decref pair (about two thirds of
     that loop's time).  None of them allocates; ``_cpa`` uses the caller's scratch for its one-op arrays."""
-    from ptebench.engine import pairing, placement, prepass, sim_build, sim_kernel
+    from ptebench.engine import arrowcols, faithful_rows, pairing, placement, prepass, sim_build, sim_kernel, store
     from ptebench.sim import buddy_init
 
     kernels = [sim_kernel.sim_ops, sim_kernel._cpa, sim_build.build_ops, pairing.pair_events,
-               placement._placement_chunk, prepass._last_alloc, buddy_init._first_events_chunk, B.run_ops]
+               placement._placement_chunk, prepass._last_alloc, buddy_init._first_events_chunk, B.run_ops,
+               arrowcols._fill_valid, arrowcols._bool_bits, arrowcols._lookup, arrowcols._scan_hex,
+               faithful_rows.chunk_rows, store.ranges, store.pack_flags, store.unpack_flags]
     if not hasattr(sim_kernel.sim_ops, "targetoptions"):
         pytest.skip("NUMBA_DISABLE_JIT: plain Python functions")
     assert [k.__name__ for k in kernels if k.targetoptions.get("_nrt") is not False] == []
+
+
+def test_fill_kernels_against_reference_any_nulls_and_offset():
+    """The jitted conversions (whole validity bytes, mixed ones branch-free, unaligned heads and tails) against
+    Arrow's fill_null, for null fractions from none to all, every type the replay reads, sliced arrays."""
+    import pyarrow as pa
+
+    from ptebench.engine.stream import _fill, _fill_reference
+
+    rng = np.random.default_rng(11)
+    types = [(pa.int64(), np.int64, -1), (pa.int8(), np.int8, 0), (pa.int8(), np.int8, -1),
+             (pa.int16(), np.int32, -1), (pa.uint64(), np.uint64, 0), (pa.bool_(), bool, False),
+             (pa.int32(), np.int32, -1)]
+    for t, dtype, value in types:
+        for _ in range(200):
+            n = int(rng.integers(0, 100))
+            p = rng.random()
+            if t == pa.bool_():
+                vals = [bool(v) for v in rng.integers(0, 2, n)]
+            elif t == pa.uint64():
+                vals = [int(v) * 2 + 1 for v in rng.integers(0, 1 << 63, n)]
+            else:
+                vals = [int(v) for v in rng.integers(0, 100, n)]
+            arr = pa.array([None if rng.random() < p else v for v in vals], type=t)
+            a = arr.slice(int(rng.integers(0, n + 1)), int(rng.integers(0, n + 1)))
+            for writable in (False, True):
+                got = _fill(a, value, dtype, writable=writable)
+                want = _fill_reference(a, value, dtype, writable=writable)
+                assert got.dtype == want.dtype == dtype and got.tolist() == want.tolist()
+
+
+def test_event_kinds_lookup_against_take():
+    import pyarrow as pa
+
+    from ptebench.engine.stream import KMEM_KINDS, _event_kinds
+
+    rng = np.random.default_rng(3)
+    names = [*KMEM_KINDS, "kp", "tracing_mark_write"]
+    for itype in (pa.int8(), pa.int32(), pa.int64()):
+        idx = pa.array([None if v < 0 else int(v) for v in rng.integers(-1, len(names), 500)], itype)
+        col = pa.DictionaryArray.from_arrays(idx, pa.array(names))
+        lut = np.array([KMEM_KINDS.get(v, 0) for v in names] + [0], np.int8)
+        want = lut.take(np.where(np.isnan(np.array(idx.to_pylist(), float)), len(lut) - 1,
+                                 np.nan_to_num(np.array(idx.to_pylist(), float))).astype(np.int64))
+        for a, w in ((col, want), (col.slice(17, 300), want[17:317])):
+            assert _event_kinds(a).tolist() == w.tolist()
+
+
+_HEX_TOKENS = ["page=0x", "addr=0x", "mypage=0x", "_page=0x", "-page=0x", "page=0X", "page=0", "0", "00000000", "f",
+               "A", "9", "g", "x", " ", "(", ")", "é", "+0x0/0x30", "=", "p", "ffffffffffffffff", "1" * 17]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.none(), st.lists(st.sampled_from(_HEX_TOKENS), max_size=8).map("".join)), max_size=12),
+       st.integers(0, 3), st.sampled_from(["page", "addr"]), st.booleans())
+def test_hex_arg_against_regex(strings, cut, name, large):
+    """The jitted ``name=0x`` scan against Arrow's regex (word boundaries, case, leading zeros, more than 16
+    digits, nulls, sliced and large-offset arrays)."""
+    import pyarrow as pa
+
+    from ptebench.engine.stream import _hex_arg, _hex_arg_reference
+
+    arr = pa.array(strings, pa.large_string() if large else pa.string()).slice(min(cut, len(strings)))
+
+    def run(f):
+        try:
+            return f(arr, name).tolist()
+        except OverflowError:
+            return "overflow"
+    assert run(_hex_arg) == run(_hex_arg_reference)
+
+
+def chunk_rows_reference(kind, failed, pfn, cons_in, cons, pair, has_a, has_f, is_witness, use_kprobes, ncons):
+    """The numpy masks the faithful engine computed before ``chunk_rows()`` (feed, _ops and _witnesses)."""
+    alloc = kind == K_ALLOC
+    ok_alloc = alloc & ~failed & (pfn >= 0)
+    allocs = np.bincount(cons_in[ok_alloc].astype(np.int64) % ncons, minlength=ncons)
+    cons_safe = np.where(cons >= 0, cons, 0).astype(np.int64)
+    on_alloc = ok_alloc & has_a[cons_safe] & (cons >= 0)
+    is_free = (kind == K_FREE) | (kind == K_FREE_BATCHED)
+    sel = np.flatnonzero(on_alloc | (is_free & (pair >= 0) & (cons >= 0) & has_f[cons_safe]))
+    wmask = (kind == K_ALLOC) & is_witness[cons_in] & ~failed
+    cin_safe = np.where(cons_in >= 0, cons_in, 0).astype(np.int64)
+    call_mask = np.zeros(len(kind), dtype=bool)
+    if use_kprobes:
+        call_mask |= (kind == K_DM_INVALID) | (kind == K_DM_DEFAULT) | (kind == K_CPA)
+    call_mask |= (kind == K_ALLOC) & has_a[cin_safe] & (cons_in >= 0) & ~failed
+    walk = np.flatnonzero(wmask | call_mask)
+    return allocs, sel, on_alloc[sel], walk, call_mask[walk]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_chunk_rows_against_reference(seed):
+    from ptebench.engine.faithful_rows import chunk_rows
+
+    rng = np.random.default_rng(seed)
+    n, ncons = 2000, 5
+    kind = rng.choice(np.array(KINDS + [K_DM_DEFAULT], np.int8), n)
+    failed = rng.random(n) < 0.1
+    pfn = np.where(rng.random(n) < 0.1, -1, rng.integers(0, 1000, n)).astype(np.int64)
+    cons_in = rng.integers(-1, ncons, n).astype(np.int16)
+    cons = rng.integers(-1, ncons, n).astype(np.int16)
+    pair = rng.integers(-2, 50, n).astype(np.int64)
+    has_a, has_f = rng.random(ncons) < 0.5, rng.random(ncons) < 0.5
+    is_witness = np.append(rng.random(ncons) < 0.4, False)
+    has_a[0], is_witness[0] = False, True  # a witness consumer (page-table pages) makes no call itself
+    has_a[1] = True
+    for use_kprobes in (True, False):
+        allocs, sel, sel_alloc, walk, walk_call = chunk_rows_reference(
+            kind, failed, pfn, cons_in, cons, pair, has_a, has_f, is_witness, use_kprobes, ncons)
+        got_allocs = np.zeros(ncons, np.int64)
+        out = np.empty(n, np.int64), np.empty(n, bool), np.empty(n, np.int64), np.empty(n, bool)
+        ns, nw = chunk_rows(kind, failed, pfn, cons_in, cons, pair, has_a, has_f, is_witness, use_kprobes, got_allocs,
+                            *out)
+        assert got_allocs.tolist() == allocs.tolist()
+        assert out[0][:ns].tolist() == sel.tolist() and out[1][:ns].tolist() == sel_alloc.tolist()
+        assert out[2][:nw].tolist() == walk.tolist() and out[3][:nw].tolist() == walk_call.tolist()
+        assert len(sel) and len(walk) and walk_call.any() and not walk_call.all()

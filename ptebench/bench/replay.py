@@ -45,7 +45,9 @@ Method:
   one chunk's temporaries), the *marginal* figure is given too: a third child replays the trace's
   head (a quarter, at least two 2^20-row chunks; measured the same way) and the marginal
   memory per event is the difference of the two peaks over the difference of the event counts
-  (buddy_ref: what is left after its state, per op).
+  (buddy_ref: what is left after its state, per op).  Most of ptebench's is the replay's column
+  store (``engine/store.py``: the first pass's decoded columns, 18 bytes an event, so that the
+  replay does not decode the file twice).
   **Memory per page** is the bytes of the state arrays indexed by pfn (``nbytes``: allocated;
   zero-filled pages never written are not resident), summed over the modeled buddy, both direct
   maps, the faithful engine (pairing, placement) and the simulate engine, divided by the machine's

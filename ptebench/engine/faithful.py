@@ -33,9 +33,10 @@ import numpy as np
 from ptebench.engine import addresses as A
 from ptebench.engine.areas import AreaBinding
 from ptebench.engine.consumers import Consumers
+from ptebench.engine.faithful_rows import chunk_rows
 from ptebench.engine.pairing import Pairing
 from ptebench.engine.placement import MIGRATE_UNMOVABLE, Placement
-from ptebench.engine.stream import CPA_APIS, K_ALLOC, K_CPA, K_DM_DEFAULT, K_DM_INVALID, K_FREE, K_FREE_BATCHED, Chunk
+from ptebench.engine.stream import CPA_APIS, K_ALLOC, K_CPA, K_DM_DEFAULT, K_DM_INVALID, Chunk
 from ptebench.sim import directmap as D
 from ptebench.sim.dmap import DirectMap, Ops
 
@@ -112,6 +113,8 @@ class FaithfulEngine:
         # per consumer id, a witness (page-table pages of a CPA call); the extra last entry is id -1
         self.is_witness = np.zeros(len(consumers.items) + 1, dtype=bool)
         self.is_witness[sorted(self.witness_ids)] = True
+        self.has_a = self.alloc_act[:, 3] != 0  # per consumer id: it acts on allocation / on free
+        self.has_f = self.free_act[:, 3] != 0
         self.stack_info = _StackInfo(stack_index)
         self.records: list[SplitRecord] = []
         self.w = WitnessState()
@@ -121,6 +124,7 @@ class FaithfulEngine:
         self.noprobe_prev: dict[int, tuple[int, tuple]] = {}
         self.vmstat_fix: dict[str, int] = defaultdict(int)
         self.consumer_allocs = np.zeros(len(consumers.items), dtype=np.int64)
+        self._run = _RunScratch()
 
     # ------------------------------------------------------------------ per chunk
     def feed(self, ch: Chunk) -> None:
@@ -139,10 +143,10 @@ class FaithfulEngine:
         self.last_classification = (cons_in, pair, cons)
         run = self._running(ch)
         self.placement.feed(ch)
-        ok_alloc = alloc & ~ch.failed & (ch.pfn >= 0)
-        ncons = len(self.consumer_allocs)
-        self.consumer_allocs += np.bincount(cons_in[ok_alloc].astype(np.int64) % ncons, minlength=ncons)
-        ops, origin, placeable_calls = self._ops(ch, cons, pair, ok_alloc, run)
+        sel, sel_alloc, walk, walk_call = self._run.rows(len(ch))
+        ns, nw = chunk_rows(ch.kind, ch.failed, ch.pfn, cons_in, cons, pair, self.has_a, self.has_f, self.is_witness,
+                            self.opt.use_kprobes, self.consumer_allocs, sel, sel_alloc, walk, walk_call)
+        ops, origin, placeable_calls = self._ops(ch, cons, pair, sel[:ns], sel_alloc[:ns], run)
         first_log = int(self.dmap.log_n[0])
         first_op = self.dmap.ops_applied
         if len(ops):
@@ -160,13 +164,24 @@ class FaithfulEngine:
                 running=bool(ops.flags[op] & D.F_RUNNING)))
             if not row[D.L_KIND]:
                 self.split_of_call[placeable_calls.get(ev, ev)].append(len(self.records) - 1)
-        self._witnesses(ch, cons_in, pair, placeable_calls, run)
+        self._witnesses(ch, cons_in, walk[:nw], walk_call[:nw], placeable_calls, run)
 
     def _running(self, ch: Chunk) -> np.ndarray:
-        """F_RUNNING per event of the chunk (its timestamps are read only when there is a moment to compare)."""
+        """F_RUNNING per event of the chunk (its timestamps are read only when there is a moment to compare);
+        the same array until the next chunk (``last_run``, which the simulate engine reads; not to be written)."""
+        scr = self._run
         if self.opt.running_from_ns is None:
-            return np.full(len(ch), D.F_RUNNING, dtype=np.int64)
-        return np.where(ch.ts >= self.opt.running_from_ns, D.F_RUNNING, 0).astype(np.int64)
+            if len(scr.all) < len(ch):
+                scr.all = np.full(len(ch), D.F_RUNNING, dtype=np.int64)
+            scr.last = scr.all[: len(ch)]
+        else:
+            scr.last = np.where(ch.ts >= self.opt.running_from_ns, D.F_RUNNING, 0).astype(np.int64)
+        return scr.last
+
+    @property
+    def last_run(self) -> np.ndarray:
+        """:meth:`_running` of the latest chunk."""
+        return self._run.last
 
     def _origin_name(self, ch: Chunk, j: int, c: int) -> str:
         if ch.kind[j] == K_CPA:
@@ -177,17 +192,14 @@ class FaithfulEngine:
             return f"kprobe:{DM_API[int(ch.kind[j])]}"
         return "?"
 
-    def _ops(self, ch: Chunk, cons: np.ndarray, pair: np.ndarray, ok_alloc: np.ndarray, run: np.ndarray):
-        """The CPA calls of this chunk, in event order, with the event each came from."""
+    def _ops(self, ch: Chunk, cons: np.ndarray, pair: np.ndarray, sel: np.ndarray, sel_alloc: np.ndarray,
+             run: np.ndarray):
+        """The CPA calls of this chunk, in event order, with the event each came from (``sel``: the rows of
+        consumer actions, ``sel_alloc``: on allocation, else on free; :func:`chunk_rows`)."""
         calls: dict[int, int] = {}  # event index -> call id (confirming kprobes map to the consumer's op)
-        # consumer actions on allocation and on free, as arrays in event order
-        has_a = self.alloc_act[:, 3].astype(bool)
-        has_f = self.free_act[:, 3].astype(bool)
-        cons_safe = np.where(cons >= 0, cons, 0).astype(np.int64)
-        on_alloc = ok_alloc & has_a[cons_safe] & (cons >= 0)
-        is_free = (ch.kind == K_FREE) | (ch.kind == K_FREE_BATCHED)
-        sel = np.flatnonzero(on_alloc | (is_free & (pair >= 0) & (cons >= 0) & has_f[cons_safe]))
-        act = np.where(on_alloc[sel, None], self.alloc_act[cons_safe[sel]], self.free_act[cons_safe[sel]])
+        # consumer actions on allocation and on free, as arrays in event order (their consumers are >= 0)
+        c_sel = cons[sel].astype(np.int64)
+        act = np.where(sel_alloc[:, None], self.alloc_act[c_sel], self.free_act[c_sel])
         cols = [sel, ch.pfn[sel], np.int64(1) << ch.order[sel].astype(np.int64), act[:, 0], act[:, 1],
                 act[:, 2] | run[sel]]
         if self.opt.use_kprobes:
@@ -254,20 +266,15 @@ class FaithfulEngine:
         return []
 
     # ------------------------------------------------------------------ witnesses
-    def _witnesses(self, ch: Chunk, cons_in: np.ndarray, pair: np.ndarray, calls: dict[int, int],
-                   run: np.ndarray) -> None:
-        """Walk the chunk's call events and witnesses in order, binding witnesses to splits."""
-        wmask = (ch.kind == K_ALLOC) & self.is_witness[cons_in] & ~ch.failed
-        has_a = self.alloc_act[:, 3].astype(bool)
-        cons_safe = np.where(cons_in >= 0, cons_in, 0).astype(np.int64)
-        call_mask = np.zeros(len(ch), dtype=bool)
-        if self.opt.use_kprobes:
-            call_mask |= (ch.kind == K_DM_INVALID) | (ch.kind == K_DM_DEFAULT) | (ch.kind == K_CPA)
-        call_mask |= (ch.kind == K_ALLOC) & has_a[cons_safe] & (cons_in >= 0) & ~ch.failed
-        for j in _witness_walk(ch.pid, wmask, call_mask).tolist():
+    def _witnesses(self, ch: Chunk, cons_in: np.ndarray, rows: np.ndarray, is_call: np.ndarray,
+                   calls: dict[int, int], run: np.ndarray) -> None:
+        """Walk the chunk's call events and witnesses in order (``rows``, ``is_call``: :func:`chunk_rows`'
+        walk), binding witnesses to splits."""
+        rows, is_call = _walk_rows(ch.pid, rows, is_call)
+        for j, call in zip(rows.tolist(), is_call.tolist(), strict=True):
             g = ch.start + j
             pid = int(ch.pid[j])
-            if call_mask[j]:
+            if call:
                 self.noprobe_prev.pop(pid, None)
                 api, placeable, where = self._call_api(ch, j, cons_in)
                 self.last_call[pid] = (api, calls.get(g, g), placeable, where)
@@ -418,17 +425,45 @@ class FaithfulEngine:
         return {k: v for k, v in sorted(self.stats.items()) if not k.startswith("_")}
 
 
+class _RunScratch:
+    """:meth:`FaithfulEngine._running`'s arrays and :func:`chunk_rows`' outputs: scratch sized by the chunk,
+    reused by the next, not state (``__slots__``: the bench's state census does not count it)."""
+
+    __slots__ = ("all", "last", "_rows")
+
+    def __init__(self) -> None:
+        self.all = np.zeros(0, np.int64)
+        self.last = self.all
+        self._rows = self._new(0)
+
+    @staticmethod
+    def _new(n: int) -> tuple[np.ndarray, ...]:
+        return np.empty(n, np.int64), np.empty(n, bool), np.empty(n, np.int64), np.empty(n, bool)
+
+    def rows(self, n: int) -> tuple[np.ndarray, ...]:
+        """(sel, sel_alloc, walk, walk_call) for ``n`` rows."""
+        if len(self._rows[0]) < n:
+            self._rows = self._new(n)
+        return tuple(a[:n] for a in self._rows)
+
+
 def _witness_walk(pid: np.ndarray, wmask: np.ndarray, call_mask: np.ndarray) -> np.ndarray:
     """The rows of the witness walk, in order: witnesses and calls, without the calls that the next call of
     the same pid overrides before any witness of that pid (a call only sets its pid's latest call)."""
     rows = np.flatnonzero(wmask | call_mask)
+    return _walk_rows(pid, rows, call_mask[rows])[0]
+
+
+def _walk_rows(pid: np.ndarray, rows: np.ndarray, is_call: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_witness_walk` of the walk's candidate ``rows`` (ascending) and which are calls: the rows kept
+    and theirs."""
     if len(rows) < 2:
-        return rows
+        return rows, is_call
     o = np.argsort(pid[rows], kind="stable")
-    p, c = pid[rows][o], call_mask[rows][o]
+    p, c = pid[rows][o], is_call[o]
     overridden = np.zeros(len(rows), dtype=bool)
     overridden[o[:-1]] = c[:-1] & c[1:] & (p[:-1] == p[1:])
-    return rows[~overridden]
+    return rows[~overridden], is_call[~overridden]
 
 
 class _StackInfo:

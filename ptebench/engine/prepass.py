@@ -60,11 +60,12 @@ def vmemmap_agree(page: np.ndarray, pfn: np.ndarray, base: int) -> int:
 
 
 def prepass(trace, amap: A.AddressMap, rows: int, scan: Any = None,
-            kprobes: KprobeRows | None = None) -> tuple[Any, dict[str, Any]]:
+            kprobes: KprobeRows | None = None, store: Any = None) -> tuple[Any, dict[str, Any]]:
     """One pass over the kprobe events: module/vmalloc area binding and the vmemmap base check.
 
     ``scan``: another consumer of the same chunks (``FirstEventScan``, with its ``COLUMNS``), fed first;
-    ``kprobes`` collects the parsed kprobe rows for the replay's pass."""
+    ``kprobes`` collects the parsed kprobe rows for the replay's pass; ``store`` (``engine/store.py``) keeps
+    the chunks' narrow columns for it, so that it need not decode the file again."""
     idx = trace.stack_index
     vfree_stacks = set()
     for f in VFREE_FRAMES:
@@ -76,13 +77,18 @@ def prepass(trace, amap: A.AddressMap, rows: int, scan: Any = None,
     open_run: dict[int, tuple[int, list[int]]] = {}
     agree = 0
     last = LastAlloc()
-    columns = COLUMNS if scan is None else COLUMNS + [c for c in scan.COLUMNS if c not in COLUMNS]
+    columns = list(COLUMNS)
+    for extra in (scan, store):
+        if extra is not None:
+            columns += [c for c in extra.COLUMNS if c not in columns]
     base = amap.vmemmap_base
     for ch in iter_chunks(trace, rows, columns=columns):
         if scan is not None:
             scan.feed(ch)
         if kprobes is not None:
             kprobes.add(ch)
+        if store is not None:
+            store.add(ch)
         probe = np.flatnonzero(ch.kind >= K_DM_INVALID)
         last_alloc = last.feed(ch.kind, ch.pid, ch.pfn, probe)
         if not len(probe):

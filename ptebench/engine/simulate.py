@@ -143,7 +143,7 @@ class SimulateEngine:
         f = self.f
         # classify as the faithful engine does (it runs first on the same chunk and keeps its own state)
         cons_in, pair, cons = f.last_classification
-        run = f._running(ch)
+        run = f.last_run
         # the bulk (allocations and frees) in row order, with the kprobe-driven ops (rare) at their rows
         end = ch.start + len(ch)
         lo, hi = np.searchsorted(self.unseen, [ch.start, end])

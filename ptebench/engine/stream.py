@@ -15,6 +15,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ptebench.engine.arrowcols import (  # noqa: F401  (re-exported: the tests' differential references)
+    _bits,
+    _bool_bits,
+    _fill,
+    _fill_reference,
+    _fill_valid,
+    _hex_arg,
+    _hex_arg_reference,
+    _lookup,
+    _scan_hex,
+)
+
 K_OTHER = 0
 K_ALLOC = 1  # mm_page_alloc
 K_FREE = 2  # mm_page_free
@@ -75,33 +87,6 @@ class Chunk:
         return len(self.kind)
 
 
-def _bits(buf: pa.Buffer, offset: int, n: int) -> np.ndarray:
-    """An Arrow bitmap (values of a boolean array, or validity) as a bool array of ``n`` from ``offset``."""
-    return np.unpackbits(np.frombuffer(buf, np.uint8), count=offset + n, bitorder="little")[offset:].view(bool)
-
-
-def _fill(arr: pa.Array, value, dtype, *, writable: bool = False) -> np.ndarray:
-    """The column as numpy with nulls as ``value``; straight from the Arrow buffers for booleans and for
-    numbers the caller writes to (one pass instead of a fill and a copy), through ``fill_null`` otherwise."""
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
-    t, n = arr.type, len(arr)
-    if pa.types.is_boolean(t) and value is False:
-        valid, data = arr.buffers()[:2]
-        out = _bits(data, arr.offset, n)
-        if arr.null_count:
-            out &= _bits(valid, arr.offset, n)
-        return out if out.dtype == dtype else out.astype(dtype)
-    if writable and (pa.types.is_integer(t) or pa.types.is_floating(t)) and arr.null_count:
-        valid, data = arr.buffers()[:2]
-        vals = np.frombuffer(data, dtype=t.to_pandas_dtype(), count=arr.offset + n)[arr.offset:]
-        return np.where(_bits(valid, arr.offset, n), vals, value).astype(dtype, copy=False)
-    if arr.null_count:
-        arr = pc.fill_null(arr, value)
-    out = arr.to_numpy(zero_copy_only=False)
-    return np.array(out, dtype=dtype) if writable or out.dtype != dtype else out
-
-
 def _event_kinds(col: pa.Array) -> np.ndarray:
     """Kind code per row; through the dictionary when the column is dictionary-encoded (one lookup per name)."""
     if isinstance(col, pa.ChunkedArray):
@@ -110,37 +95,14 @@ def _event_kinds(col: pa.Array) -> np.ndarray:
         lut = np.array([KMEM_KINDS.get(v, K_OTHER) for v in col.dictionary.to_pylist()] + [K_OTHER], dtype=np.int8)
         idx = col.indices
         idx = (idx.fill_null(len(lut) - 1) if idx.null_count else idx).to_numpy(zero_copy_only=False)
-        return lut.take(idx)
+        out = np.empty(len(idx), np.int8)
+        _lookup(lut, idx, out)  # lut.take(idx) without numpy's conversion of the indices to intp
+        return out
     ev = pc.cast(col, pa.string())
     kind = np.zeros(len(col), dtype=np.int8)
     for name, code in KMEM_KINDS.items():
         kind[np.asarray(pc.fill_null(pc.equal(ev, name), False).to_numpy(zero_copy_only=False), dtype=bool)] = code
     return kind
-
-
-#: ASCII hex digit -> value
-_HEX = np.zeros(256, dtype=np.uint64)
-_HEX[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint64)
-_HEX[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16, dtype=np.uint64)
-_NIBBLE_SHIFTS = np.arange(60, -1, -4, dtype=np.uint64)
-
-
-def _hex_arg(fields: pa.Array, name: str) -> np.ndarray:
-    """The ``name=0x...`` argument of each row as uint64 (0 where absent)."""
-    m = pc.extract_regex(fields, rf"\b{name}=0x(?P<v>[0-9a-fA-F]+)")
-    if not len(m):
-        return np.zeros(0, dtype=np.uint64)
-    v = pc.struct_field(m, "v")
-    if (pc.max(pc.utf8_length(v)).as_py() or 0) > 16:  # longer than 64 bits: one by one (as int() does)
-        return np.array([int(x, 16) if x else 0 for x in v.to_pylist()], dtype=np.uint64)
-    # every value as 16 hex digits, then digit by digit
-    v = pc.utf8_lpad(pc.fill_null(v, "0"), width=16, padding="0")
-    if isinstance(v, pa.ChunkedArray):  # a table's column
-        v = v.combine_chunks()
-    otype = np.int64 if pa.types.is_large_string(v.type) else np.int32
-    offsets = np.frombuffer(v.buffers()[1], otype, count=v.offset + len(v) + 1)[v.offset:]
-    digits = np.frombuffer(v.buffers()[2], np.uint8)[offsets[0]: offsets[0] + 16 * len(v)].reshape(-1, 16)
-    return np.bitwise_or.reduce(_HEX[digits] << _NIBBLE_SHIFTS, axis=1)
 
 
 _DEFAULTS = {"ts_ns": (0, np.int64), "cpu": (-1, np.int32), "pid": (-1, np.int32), "line": (-1, np.int64),
@@ -179,6 +141,11 @@ class KprobeRows:
         self._parts = []
         return self
 
+    def count(self, start: int, n: int) -> int:
+        """How many kprobe rows fall in [start, start + n)."""
+        lo, hi = np.searchsorted(self.rows, [start, start + n])
+        return int(hi - lo)
+
     def fill(self, start: int, kind: np.ndarray, api: np.ndarray, page: np.ndarray, addr: np.ndarray,
              npages: np.ndarray) -> None:
         lo, hi = np.searchsorted(self.rows, [start, start + len(kind)])
@@ -188,19 +155,32 @@ class KprobeRows:
             addr[r], npages[r] = self.addr[lo:hi], self.npages[lo:hi]
 
 
+def kprobe_arrays(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Chunk's ``api``, ``page``, ``addr`` and ``npages`` for ``n`` rows, with their none values."""
+    return (np.full(n, -1, dtype=np.int8), np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint64),
+            np.zeros(n, dtype=np.int64))
+
+
+def no_kprobes(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`kprobe_arrays` of a chunk without kprobes, as read-only constant views (nothing allocated)."""
+    return (np.broadcast_to(np.int8(-1), (n,)), np.broadcast_to(np.uint64(0), (n,)),
+            np.broadcast_to(np.uint64(0), (n,)), np.broadcast_to(np.int64(0), (n,)))
+
+
 def chunk_from_batch(batch: pa.RecordBatch | pa.Table, start: int, kprobes: KprobeRows | None = None) -> Chunk:
     """Classify one batch of the Parquet ``events`` schema into flat arrays (columns not read get defaults);
     ``kprobes``: the kprobe rows as an earlier pass parsed them (then ``fields`` is not needed)."""
     n = batch.num_rows
     kind = _event_kinds(batch.column("event"))
-    api = np.full(n, -1, dtype=np.int8)
-    page = np.zeros(n, dtype=np.uint64)
-    addr = np.zeros(n, dtype=np.uint64)
-    npages = np.zeros(n, dtype=np.int64)
-    if kprobes is not None:
-        kprobes.fill(start, kind, api, page, addr, npages)
     parse = kprobes is None and "fields" in batch.schema.names
     other = np.flatnonzero(kind == K_OTHER) if parse else np.zeros(0, np.int64)
+    # the kprobe arguments: arrays only when the chunk may hold kprobes (else read-only constant views)
+    if len(other) or (kprobes is not None and kprobes.count(start, n)):
+        api, page, addr, npages = kprobe_arrays(n)
+    else:
+        api, page, addr, npages = no_kprobes(n)
+    if kprobes is not None:
+        kprobes.fill(start, kind, api, page, addr, npages)
     # kprobes are among the events that are not kmem ones
     probe = other
     if len(other):

@@ -74,12 +74,27 @@ def zones_from_ram(ram: list[tuple[int, int]]) -> tuple[list[tuple[str, int, int
         if hi > lo and any(s >> 12 < hi and e >> 12 > lo for s, e in ram):
             zones.append((name, lo, hi))
         lo = max(lo, hi)
+    # the pfns no range covers whole (pages [ceil(s), floor(e)) of each), from the merged ranges
+    absent, covered = [], 0
+    for a, b in sorted((-(-s // 4096), e >> 12) for s, e in ram):
+        if a >= b:
+            continue
+        if a > covered:
+            absent.append((covered, a))
+        covered = max(covered, b)
+    if covered < end_pfn:
+        absent.append((covered, end_pfn))
+    return zones, absent, end_pfn
+
+
+def zones_from_ram_reference(ram: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The holes of :func:`zones_from_ram` from a per-pfn map (the differential tests' reference)."""
+    end_pfn = max(e for _, e in ram) >> 12
     present = np.zeros(end_pfn, dtype=bool)
     for s, e in ram:
         present[-(-s // 4096): e >> 12] = True
     edges = np.flatnonzero(np.diff(np.concatenate(([1], present.astype(np.int8), [1]))))
-    absent = [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
-    return zones, absent, end_pfn
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
 #: ``first`` codes: the page's first event in the trace
@@ -91,7 +106,7 @@ class FirstEvents:
     first: np.ndarray  # int8 per pfn: F_* code
     pageblock_mt: np.ndarray  # int8 per pageblock, -1 when the trace does not say
     pcp: list[tuple[int, int, int, int]]  # (cpu, pfn, order, mt) on a pcp list at the start, head to tail
-    row: np.ndarray  # int64 per pfn: the trace row of its first event (NO_ROW when none)
+    row: np.ndarray  # per pfn: the trace row of its first event (its type's largest value, NO_ROW for int64, when none)
     refreed: np.ndarray  # int64 (n, 3) sorted by row: [row, pfn, next] of each order-0 free whose page is freed
     # again (at row ``next``) with no event between
     unseen: np.ndarray  # int64 (n, 3) sorted by row: [row, pfn, next] of each zone_locked whose page is next freed
@@ -121,14 +136,16 @@ class FirstEventScan:
 
     COLUMNS = ["event", "cpu", "pfn", "order", "failed", "migratetype", "fallback_migratetype"]
 
-    def __init__(self, npfn: int, *, thp: bool = True) -> None:
+    def __init__(self, npfn: int, *, thp: bool = True, events: int | None = None) -> None:
         self.npfn = npfn
         self.thp = thp
+        # rows are int32 when the trace's ``events`` fit (the first row's none value then int32's largest)
+        rows = np.int32 if events is not None and events < np.iinfo(np.int32).max else np.int64
         self.first = np.zeros(npfn, dtype=np.int8)
-        self.first_row = np.full(npfn, NO_ROW, dtype=np.int64)
+        self.first_row = np.full(npfn, np.iinfo(rows).max, dtype=rows)
         self.pbmt = np.full((npfn >> PAGEBLOCK_ORDER) + 1, -1, dtype=np.int8)
         self.last = np.zeros(npfn, dtype=np.int8)  # its latest event: 1 alloc, 2 free (3 of order 0), 4 zone_locked
-        self.last_row = np.full(npfn, -1, dtype=np.int64)
+        self.last_row = np.full(npfn, -1, dtype=rows)
         self.refreed: list[np.ndarray] = []
         self.unseen: list[np.ndarray] = []
         self.seeds: list[np.ndarray] = []
@@ -231,7 +248,7 @@ def choose_free_blocks(zones, absent, npfn: int, buddyinfo: dict[str, list[int]]
         avail[a:b] = False
     avail &= (first != F_USED) & (first != F_PCP)
     # per order, per aligned block: wholly available (updated as blocks are chosen), likely-free pages
-    whole, likely = [avail], [(first == F_BUDDY).astype(np.int64)]
+    whole, likely = [avail], [(first == F_BUDDY).astype(np.int16)]  # at most 1024 pages a block
     for _ in range(1, MAX_ORDER):
         w, lk = whole[-1], likely[-1]
         m = len(w) // 2

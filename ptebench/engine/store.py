@@ -1,0 +1,204 @@
+"""The replay's narrow columns as the first pass over the trace decoded them, kept in memory so that the
+replay's own pass does not read and decode the Parquet file a second time.
+
+The prepass (``engine/prepass.py``) reads every column the replay needs except ``ts_ns``, ``line`` (read
+lazily, only by the chunks that need them: :class:`~ptebench.engine.stream.LazyChunk`) and ``fields`` (the
+kprobe arguments, parsed once into :class:`~ptebench.engine.stream.KprobeRows`).  :meth:`EventStore.add`
+keeps its chunks in narrow integer types when the file's statistics say the values fit (pids, stack ids
+and cpus in 16 bits, pfns and gfp masks in 32; the four booleans in one byte: 18 bytes an event), and
+:meth:`EventStore.chunks` gives them back one at a time, widened to the types :class:`Chunk` documents.
+The values are the same integers: the replay sees exactly what it would have decoded.
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Iterator
+
+import numpy as np
+from numba import njit
+
+from ptebench.engine.stream import Chunk, KprobeRows, LazyChunk, _RowGroupColumns, kprobe_arrays, no_kprobes
+
+#: the columns the replay's pass uses, beyond ``ts_ns``/``line`` (lazy) and ``fields`` (``KprobeRows``)
+COLUMNS = ["event", "cpu", "pid", "pfn", "order", "gfp_mask", "failed", "stack_id", "migratetype", "percpu_refill",
+           "fragmenting", "change_ownership"]
+#: the booleans packed in one byte, bit k for the k-th
+FLAGS = ("failed", "percpu_refill", "fragmenting", "change_ownership")
+#: Chunk field -> (its type, a narrower type to keep it in when its values fit)
+NARROW = {"cpu": (np.int32, np.int16), "pid": (np.int32, np.int16), "pfn": (np.int64, np.int32),
+          "stack": (np.int32, np.int16)}
+I16, I32 = np.iinfo(np.int16), np.iinfo(np.int32)
+
+
+@njit(cache=True, _nrt=False)
+def ranges(cpu, pid, pfn, stack, gfp, lohi, gfp_max):
+    """min and max of each of ``cpu``, ``pid``, ``pfn``, ``stack`` into ``lohi`` (lo, hi pairs in that order)
+    and the largest ``gfp`` into ``gfp_max[0]``, in one pass (reference: numpy's min/max in the tests)."""
+    n = cpu.shape[0]
+    if n == 0:
+        return
+    lohi[0] = lohi[1] = cpu[0]
+    lohi[2] = lohi[3] = pid[0]
+    lohi[4] = lohi[5] = pfn[0]
+    lohi[6] = lohi[7] = stack[0]
+    g = gfp[0]
+    for i in range(n):
+        lohi[0] = min(lohi[0], cpu[i])
+        lohi[1] = max(lohi[1], cpu[i])
+        lohi[2] = min(lohi[2], pid[i])
+        lohi[3] = max(lohi[3], pid[i])
+        lohi[4] = min(lohi[4], pfn[i])
+        lohi[5] = max(lohi[5], pfn[i])
+        lohi[6] = min(lohi[6], stack[i])
+        lohi[7] = max(lohi[7], stack[i])
+        g = max(g, gfp[i])
+    gfp_max[0] = g
+
+
+@njit(cache=True, _nrt=False)
+def pack_flags(failed, percpu_refill, fragmenting, change_ownership, out):
+    """The four booleans of each row as bits 0-3 of one byte (the inverse of :func:`unpack_flags`)."""
+    for i in range(out.shape[0]):
+        out[i] = (np.uint8(failed[i]) | (np.uint8(percpu_refill[i]) << 1) | (np.uint8(fragmenting[i]) << 2)
+                  | (np.uint8(change_ownership[i]) << 3))
+
+
+@njit(cache=True, _nrt=False)
+def unpack_flags(flags, failed, percpu_refill, fragmenting, change_ownership):
+    """Bits 0-3 of each byte as the four booleans (the inverse of :func:`pack_flags`)."""
+    for i in range(flags.shape[0]):
+        f = flags[i]
+        failed[i] = (f & 1) != 0
+        percpu_refill[i] = (f & 2) != 0
+        fragmenting[i] = (f & 4) != 0
+        change_ownership[i] = (f & 8) != 0
+
+
+def _empty(n: int, dtype) -> np.ndarray:
+    """A zero array in a private anonymous mapping of its own (unmapped when the array goes), its pages
+    mapped at once: written once, front to back, it does not need the transparent huge pages numpy asks the
+    kernel for on large arrays, whose allocation may compact memory first (measured: several times the cost
+    of the 4K pages on the benchmark machine)."""
+    size = max(1, n * np.dtype(dtype).itemsize)
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)  # its pages in one call
+    return np.frombuffer(mmap.mmap(-1, size, flags=flags), dtype=dtype, count=n)
+
+
+class EventStore:
+    """The first pass's chunks, compact (see the module doc), in one array per column for the whole trace
+    (``rows`` events: the file's row count), each in the narrow type when the file's column statistics say
+    its values fit (else, or when a chunk proves them wrong, the wide one); consumed once by :meth:`chunks`."""
+
+    COLUMNS = COLUMNS
+    #: bytes an event at most (every column wide)
+    MAX_BYTES_PER_EVENT = 4 + 3 * 4 + 8 + 8
+
+    def __init__(self, rows: int, narrow: dict[str, bool] | None = None) -> None:
+        narrow = narrow or {}
+        self.rows = rows
+        types = dict.fromkeys(("kind", "order", "mt"), np.int8)
+        types["flags"] = np.uint8
+        for name, (wide, small) in NARROW.items():
+            types[name] = small if narrow.get(name) else wide
+        types["gfp"] = np.uint32 if narrow.get("gfp") else np.uint64
+        self.cols = {name: _empty(rows, t) for name, t in types.items()}
+        self.bounds: list[tuple[int, int]] = []
+        self._lohi = np.zeros(8, np.int64)
+        self._gfp_max = np.zeros(1, np.uint64)
+
+    @classmethod
+    def for_trace(cls, trace) -> EventStore:
+        """A store sized to the trace, narrow where every row group's statistics (and the column's none
+        value, which fills its nulls) fit the narrow type."""
+        md = trace._file.metadata
+        names = {"cpu": "cpu", "pid": "pid", "pfn": "pfn", "stack": "stack_id", "gfp": "gfp_mask"}
+        limits = {"cpu": I16, "pid": I16, "pfn": I32, "stack": I16}
+        narrow = {}
+        index = {md.schema.column(i).path: i for i in range(md.num_columns)}
+        for name, col in names.items():
+            lo, hi = (0, 0) if name == "gfp" else (-1, -1)  # the none value of the column
+            ok = True
+            for g in range(md.num_row_groups):
+                if col not in index:
+                    break
+                rg = md.row_group(g)
+                st = rg.column(index[col]).statistics
+                if st is not None and st.null_count == rg.num_rows:
+                    continue
+                if st is None or not st.has_min_max:
+                    ok = False
+                    break
+                lo, hi = min(lo, int(st.min)), max(hi, int(st.max))
+            if name == "gfp":
+                narrow[name] = ok and 0 <= lo and hi <= 0xFFFFFFFF
+            else:
+                narrow[name] = ok and limits[name].min <= lo and hi <= limits[name].max
+        return cls(md.num_rows, narrow)
+
+    def add(self, ch: Chunk) -> None:
+        """Keep one chunk (chunks in trace order, from a pass that read :data:`COLUMNS`)."""
+        n = len(ch)
+        a, b = ch.start, ch.start + n
+        if b > self.rows:
+            raise ValueError(f"rows {a}-{b} beyond the store's {self.rows}")
+        cols = self.cols
+        lohi = self._lohi
+        ranges(ch.cpu, ch.pid, ch.pfn, ch.stack, ch.gfp, lohi, self._gfp_max)
+        for k, name in enumerate(NARROW):
+            info = I16 if cols[name].dtype == np.int16 else I32 if cols[name].dtype == np.int32 else None
+            if n and info is not None and not (info.min <= lohi[2 * k] and lohi[2 * k + 1] <= info.max):
+                cols[name] = cols[name].astype(NARROW[name][0])  # the statistics were wrong: wide from now on
+        if n and cols["gfp"].dtype == np.uint32 and self._gfp_max[0] > 0xFFFFFFFF:
+            cols["gfp"] = cols["gfp"].astype(np.uint64)
+        for name in ("kind", "order", "mt", "cpu", "pid", "pfn", "stack", "gfp"):
+            np.copyto(cols[name][a:b], getattr(ch, name), casting="unsafe")  # values checked to fit above
+        pack_flags(ch.failed, ch.percpu_refill, ch.fragmenting, ch.change_ownership, cols["flags"][a:b])
+        self.bounds.append((a, n))
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.cols.values())
+
+    def chunks(self, trace, kprobes: KprobeRows) -> Iterator[Chunk]:
+        """The stored chunks as the replay's :class:`LazyChunk` s (``ts``/``line`` read from the file when
+        used; the kprobe rows' kind, api and arguments from ``kprobes``), cut as they were added.  A chunk's
+        wide arrays are scratch that the next chunk reuses: consume each before asking for the next.  The store
+        is emptied at the end."""
+        source = _RowGroupColumns(trace._file)
+        m = max((n for _, n in self.bounds), default=0)
+        api_s, page_s, addr_s, npages_s = kprobe_arrays(m)
+        wide_s = {name: np.empty(m, t) for name, (t, _) in NARROW.items()}
+        gfp_s = np.empty(m, np.uint64)
+        bits_s = [np.empty(m, bool) for _ in FLAGS]
+        cols = self.cols
+        for start, n in self.bounds:
+            a, b = start, start + n
+            kind = cols["kind"][a:b]
+            probes = kprobes.count(start, n)
+            if probes:
+                api, page, addr, npages = api_s[:n], page_s[:n], addr_s[:n], npages_s[:n]
+                kprobes.fill(start, kind, api, page, addr, npages)
+            else:
+                api, page, addr, npages = no_kprobes(n)
+            wide = {}
+            for name, buf in wide_s.items():
+                wide[name] = buf[:n]
+                np.copyto(wide[name], cols[name][a:b])
+            gfp = gfp_s[:n]
+            np.copyto(gfp, cols["gfp"][a:b])
+            failed, percpu_refill, fragmenting, change_ownership = (x[:n] for x in bits_s)
+            unpack_flags(cols["flags"][a:b], failed, percpu_refill, fragmenting, change_ownership)
+            ch = LazyChunk(start=start, kind=kind, api=api, ts=None, cpu=wide["cpu"], pid=wide["pid"], line=None,
+                           pfn=wide["pfn"], order=cols["order"][a:b], gfp=gfp, failed=failed, stack=wide["stack"],
+                           page=page, addr=addr, npages=npages, mt=cols["mt"][a:b], percpu_refill=percpu_refill,
+                           fragmenting=fragmenting, change_ownership=change_ownership,
+                           fallback_mt=np.broadcast_to(np.int8(-1), (n,)))
+            ch._source = source
+            yield ch
+            if probes:  # the scratch rows back to their none values
+                lo = int(np.searchsorted(kprobes.rows, start))
+                r = kprobes.rows[lo: lo + probes] - start
+                api[r], page[r], addr[r], npages[r] = -1, 0, 0, 0
+        self.cols = {}
+        self.bounds = []

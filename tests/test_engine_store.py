@@ -1,0 +1,162 @@
+"""The replay's in-memory column store (``engine/store.py``): the chunks it gives back are the ones the replay's
+own read of the file would make, field by field, whatever the chunk cuts and the narrow types."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ptebench
+from ptebench.engine import store as S
+from ptebench.engine.stream import COLUMNS, REPLAY_COLUMNS, KprobeRows, iter_chunks
+
+ROOT = Path(__file__).resolve().parents[1]
+FIELDS = ("kind", "api", "cpu", "pid", "pfn", "order", "gfp", "failed", "stack", "page", "addr", "npages", "mt",
+          "percpu_refill", "fragmenting", "change_ownership", "fallback_mt", "ts", "line")
+
+
+@pytest.fixture(scope="module")
+def trace(tmp_path_factory):
+    """The modules capture (kprobes of every kind) in row groups that no chunk cut matches."""
+    d = tmp_path_factory.mktemp("store")
+    base = d / "t.parquet"
+    ptebench.ingest([str(ROOT / "traces" / "modules")], base)
+    small = d / "small.parquet"
+    pq.write_table(pq.read_table(base), small, row_group_size=777)
+    return ptebench.load(small)
+
+
+def _first_pass(trace, rows, store):
+    kp = KprobeRows()
+    for ch in iter_chunks(trace, rows, columns=COLUMNS):
+        kp.add(ch)
+        store.add(ch)
+    return kp.finish()
+
+
+def _as_rows(chunks):
+    out = {f: [] for f in FIELDS}
+    starts = []
+    for ch in chunks:
+        starts.append(ch.start)
+        for f in FIELDS:
+            a = np.asarray(getattr(ch, f))
+            out[f].append((str(a.dtype), a.tolist()))
+    return starts, out
+
+
+@pytest.mark.parametrize("rows", [500, 97, 4096])
+@pytest.mark.parametrize("narrow", [None, "all", "none"])
+def test_store_gives_the_replays_own_chunks(trace, rows, narrow):
+    if narrow == "all":
+        store = S.EventStore(trace._file.metadata.num_rows, dict.fromkeys(("cpu", "pid", "pfn", "stack", "gfp"), True))
+    elif narrow == "none":
+        store = S.EventStore(trace._file.metadata.num_rows)
+    else:
+        store = S.EventStore.for_trace(trace)
+    kp = _first_pass(trace, rows, store)
+    want = _as_rows(iter_chunks(trace, rows, columns=REPLAY_COLUMNS, kprobes=kp, lazy=True))
+    got = _as_rows(store.chunks(trace, kp))  # each chunk read before the next (its arrays are scratch)
+    assert got[0] == want[0]
+    for f in FIELDS:
+        assert got[1][f] == want[1][f], f
+    assert store.cols == {}
+
+
+def test_statistics_narrow_what_fits(trace):
+    s = S.EventStore.for_trace(trace)
+    assert s.cols["cpu"].dtype == np.int16 and s.cols["stack"].dtype == np.int16
+    assert s.cols["pfn"].dtype == np.int32 and s.cols["gfp"].dtype == np.uint32
+    assert s.nbytes == 18 * trace._file.metadata.num_rows
+
+
+def test_wrong_statistics_widen_the_column():
+    """A chunk whose values do not fit the narrow type the statistics chose: the column goes wide, values kept."""
+    n = 6
+    cols = {"event": pa.array(["mm_page_alloc"] * n).dictionary_encode(), "cpu": pa.array([0, 1, 40000, 2, 3, 4]),
+            "pid": pa.array([1, -1, 7, 1 << 20, 5, 6], pa.int32()),
+            "pfn": pa.array([1, None, 1 << 40, 3, 4, 5]), "order": pa.array([0] * n, pa.int8()),
+            "gfp_mask": pa.array([1, 1 << 40, None, 0, 0, 0], pa.uint64()),
+            "failed": pa.array([False, True, None, False, False, True]),
+            "stack_id": pa.array([0, None, 1 << 20, 2, 3, 4], pa.int32())}
+    from ptebench.engine.stream import chunk_from_batch
+
+    batch = pa.record_batch(cols)
+    s = S.EventStore(2 * n, dict.fromkeys(("cpu", "pid", "pfn", "stack", "gfp"), True))
+    chunks = [chunk_from_batch(batch.slice(0, 3), 0), chunk_from_batch(batch.slice(3), 3)]
+    for ch in chunks:
+        s.add(ch)
+    assert {k: s.cols[k].dtype for k in ("cpu", "pid", "pfn", "stack", "gfp")} == {
+        "cpu": np.int32, "pid": np.int32, "pfn": np.int64, "stack": np.int32, "gfp": np.uint64}
+
+    class _File:
+        metadata = pq.ParquetFile(pa.BufferReader(_parquet_bytes(batch))).metadata
+        schema_arrow = batch.schema
+
+    class _Trace:
+        _file = _File()
+
+    got = [(ch.cpu.copy(), ch.pid.copy(), ch.pfn.copy(), ch.stack.copy(), ch.gfp.copy(), ch.failed.copy())
+           for ch in s.chunks(_Trace(), KprobeRows().finish())]
+    for ch, g in zip(chunks, got, strict=True):
+        for a, b in zip((ch.cpu, ch.pid, ch.pfn, ch.stack, ch.gfp, ch.failed), g, strict=True):
+            assert a.dtype == b.dtype and a.tolist() == b.tolist()
+
+
+def _parquet_bytes(batch) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_batches([batch]), sink)
+    return sink.getvalue()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(-(1 << 20), 1 << 20), st.integers(-(1 << 40), 1 << 40),
+                          st.integers(0, (1 << 64) - 1), st.integers(0, 15)), min_size=1, max_size=50))
+def test_ranges_and_flags_against_numpy(rows):
+    """The jitted min/max pass and the flag packing against numpy's min/max and bit arithmetic."""
+    cpu = np.array([r[0] for r in rows], np.int32)
+    pid = cpu[::-1].copy()
+    pfn = np.array([r[1] for r in rows], np.int64)
+    stack = (cpu // 3).astype(np.int32)
+    gfp = np.array([r[2] for r in rows], np.uint64)
+    lohi, gmax = np.zeros(8, np.int64), np.zeros(1, np.uint64)
+    S.ranges(cpu, pid, pfn, stack, gfp, lohi, gmax)
+    assert lohi.tolist() == [int(f(a)) for a in (cpu, pid, pfn, stack) for f in (np.min, np.max)]
+    assert int(gmax[0]) == int(gfp.max())
+    bits = np.array([r[3] for r in rows], np.uint8)
+    flags = [((bits >> k) & 1).astype(bool) for k in range(4)]
+    packed = np.empty(len(rows), np.uint8)
+    S.pack_flags(*flags, packed)
+    assert packed.tolist() == bits.tolist()
+    back = [np.empty(len(rows), bool) for _ in range(4)]
+    S.unpack_flags(packed, *back)
+    assert [b.tolist() for b in back] == [f.tolist() for f in flags]
+
+
+def test_replay_without_the_store_is_the_same(trace, monkeypatch):
+    """A trace too long for the store is decoded twice (the replay's own read): same results, both modes."""
+    from ptebench import runner
+
+    def run(mode):
+        r = ptebench.replay(trace, mode=mode, chunk_rows=500)
+        d = r.run_dict()
+        d.pop("timing")
+        return d, r.splits
+
+    for mode in ("faithful", "simulate"):
+        with_store = run(mode)
+        monkeypatch.setattr(runner, "STORE_MAX_BYTES", 0)
+
+        def no_store(*a, **kw):
+            raise AssertionError("no store past STORE_MAX_BYTES")
+        monkeypatch.setattr(runner.EventStore, "for_trace", no_store)
+        without = run(mode)
+        monkeypatch.undo()
+        assert with_store[0] == without[0] and with_store[1].equals(without[1])
+    assert S.EventStore.MAX_BYTES_PER_EVENT == 32
