@@ -76,6 +76,18 @@ def test_statistics_narrow_what_fits(trace):
     assert s.nbytes == 18 * trace._file.metadata.num_rows
 
 
+def test_no_statistics_start_narrow(tmp_path, trace):
+    """A file without statistics (``ptebench ingest`` writes them for the sort key only): its store starts
+    narrow, and stays so where the values fit."""
+    f = tmp_path / "nostats.parquet"
+    pq.write_table(pq.read_table(trace.path), f, row_group_size=777, write_statistics=False)
+    md = pq.ParquetFile(f).metadata
+    pfn = md.schema.names.index("pfn")
+    assert not md.row_group(0).column(pfn).is_stats_set
+    s = S.EventStore.for_trace(ptebench.load(f))
+    assert s.nbytes == 18 * md.num_rows
+
+
 def test_wrong_statistics_widen_the_column():
     """A chunk whose values do not fit the narrow type the statistics chose: the column goes wide, values kept."""
     n = 6

@@ -88,7 +88,7 @@ PFN_ALIGN = 1 << 10
 ROW_GROUP = 1 << 20
 MIN_PAIRED = 0.95
 #: bumped when the tiled file's content or sidecar changes, so that cached files are rebuilt
-TILING_VERSION = 1
+TILING_VERSION = 2  # 2: written with ingest's PARQUET_OPTIONS
 
 TARGET_RATE = 10_000_000.0
 TARGET_OF_REF = 0.5
@@ -328,6 +328,7 @@ def tile(base: Path, out: Path, min_events: int, progress: ProgressLike = None, 
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from ptebench.api import PARQUET_OPTIONS
     from ptebench.bench.ingest import _Task
     from ptebench.engine import addresses as A
     from ptebench.parse.schema import META_KEY, read_metadata
@@ -399,7 +400,7 @@ def tile(base: Path, out: Path, min_events: int, progress: ProgressLike = None, 
     tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
     task = _Task(progress, f"tiling {name}: {tiles} tiles of {n0:,} events", tiles)
     try:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as w:
+        with pq.ParquetWriter(tmp, schema, **PARQUET_OPTIONS) as w:  # as `ptebench ingest` writes
             buf: list[pa.Table] = []
             nbuf = 0
             for t in range(tiles):
@@ -515,6 +516,7 @@ def head(tiling: Tiling, rows: int) -> Path:
     cached beside it: the memory reference of the marginal memory per event."""
     import pyarrow.parquet as pq
 
+    from ptebench.api import PARQUET_OPTIONS
     from ptebench.parse.schema import META_KEY
 
     out = tiling.path.with_name(f"{tiling.path.stem}-head{rows}.parquet")
@@ -529,7 +531,7 @@ def head(tiling: Tiling, rows: int) -> Path:
     schema = f.schema_arrow.with_metadata(md)
     tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
     try:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as w:
+        with pq.ParquetWriter(tmp, schema, **PARQUET_OPTIONS) as w:  # as `ptebench ingest` writes
             left = rows
             for batch in f.iter_batches(batch_size=ROW_GROUP):
                 if left <= 0:
@@ -553,7 +555,10 @@ def head_rows(rows: int) -> int:
 def tiled_input(opts: ReplayBenchOptions, work_dir: Path, progress: ProgressLike = None) -> Tiling:
     """The tiled trace for these options, from the work dir's cache or made now."""
     base = ingest_capture(Path(opts.capture), work_dir, progress)
-    key = hashlib.sha256(f"{base.resolve()}:{base.stat().st_size}:{base.stat().st_mtime_ns}".encode()).hexdigest()
+    from ptebench.api import PARQUET_OPTIONS
+
+    key = hashlib.sha256(f"{base.resolve()}:{base.stat().st_size}:{base.stat().st_mtime_ns}:"
+                         f"{json.dumps(PARQUET_OPTIONS, sort_keys=True)}".encode()).hexdigest()
     out = work_dir / f"{base.stem}-{key[:8]}-tiled-n{opts.events}.parquet"
     cached = Tiling.load(_sidecar(out))
     if cached is not None:

@@ -110,7 +110,8 @@ class EventStore:
     @classmethod
     def for_trace(cls, trace) -> EventStore:
         """A store sized to the trace, narrow where every row group's statistics (and the column's none
-        value, which fills its nulls) fit the narrow type."""
+        value, which fills its nulls) fit the narrow type, and where the file has no statistics (``ptebench
+        ingest`` writes them for the sort key only): :meth:`add` widens a column whose values prove too wide."""
         md = trace._file.metadata
         names = {"cpu": "cpu", "pid": "pid", "pfn": "pfn", "stack": "stack_id", "gfp": "gfp_mask"}
         limits = {"cpu": I16, "pid": I16, "pfn": I32, "stack": I16}
@@ -127,8 +128,7 @@ class EventStore:
                 if st is not None and st.null_count == rg.num_rows:
                     continue
                 if st is None or not st.has_min_max:
-                    ok = False
-                    break
+                    continue  # unknown: narrow until a chunk proves otherwise
                 lo, hi = min(lo, int(st.min)), max(hi, int(st.max))
             if name == "gfp":
                 narrow[name] = ok and 0 <= lo and hi <= 0xFFFFFFFF
