@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import importlib
 import json
 import random
@@ -238,6 +239,19 @@ def test_byte_finders_match_reference(data: bytes, a: int, e: int) -> None:
         assert F._find2(buf, a, e, 32, 9) == first(b" \t")
         assert F._find2(buf, a, e, 58, 32) == first(b": ")
         assert F._line_end(buf, a, len(data) + 1, np.uint64(0))[0] == (data + b"\n").index(b"\n", a)
+        assert F._skip_spaces(buf, a, e) == next((i for i in range(a, e) if data[i] not in b" \t"), e)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(" \t\nx", max_size=40).map(str.encode), st.integers(0, 40), st.integers(0, 40))
+def test_skip_spaces_matches_reference(data: bytes, a: int, e: int) -> None:
+    """``_skip_spaces`` (trailing-zero count of a word's spaces) against a byte loop, on runs of
+    spaces and tabs of every length."""
+    buf = np.frombuffer(data + b"\0" * 8, dtype=np.uint8)
+    a, e = min(a, len(data)), min(e, len(data))
+    e = max(a, e)
+    with np.errstate(over="ignore"):
+        assert F._skip_spaces(buf, a, e) == next((i for i in range(a, e) if data[i] not in b" \t"), e)
 
 
 _CTZ = njit(lambda v: F._ctz(v))
@@ -318,3 +332,121 @@ def test_runs_in_order_merge_like_the_general_merge(runs: list[list[int]]) -> No
             assert t.column("x").to_pylist() == [None if s in odd else s for s in t.column("seq").to_pylist()]
     finally:
         writer.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chunks=st.lists(st.tuples(st.integers(1, 300), st.booleans(), st.booleans(), st.booleans()), min_size=1,
+                       max_size=5), batch=st.integers(1, 5))
+def test_runs_rebuild_the_columns_they_do_not_spill(chunks: list[tuple[int, bool, bool, bool]], batch: int,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``seq`` and ``line`` counting up by one and a constant ``src`` are left out of a run and rebuilt
+    on reading, batch by batch; any other run keeps them.  Reading gives back exactly what was added."""
+    from ptebench.parse import runs as runs_mod
+
+    monkeypatch.setattr(runs_mod, "RUN_BATCH_ROWS", 7 * batch)  # several batches per run
+    schema = pa.schema([pa.field("ts_ns", pa.int64()), pa.field("seq", pa.int64()), pa.field("src", pa.int16()),
+                        pa.field("line", pa.int64()), pa.field("x", pa.int32())])
+    writer = runs_mod.RunWriter(schema)
+    tables = []
+    seq = 0
+    try:
+        for n, seq_gap, line_gap, two_src in chunks:
+            seqs = seq + np.arange(n) + (np.arange(n) >= n // 2) * int(seq_gap)  # a jump: spilled as it is
+            lines = 10 + np.arange(n) * (2 if line_gap else 1)
+            src = (np.arange(n) % 2 * int(two_src)).astype(np.int16)
+            t = pa.table({"ts_ns": np.arange(n, dtype=np.int64) + seq, "seq": seqs, "src": src, "line": lines,
+                          "x": np.arange(n, dtype=np.int32)}, schema=schema)
+            tables.append(t)
+            writer.add(t)
+            seq = int(seqs[-1]) + 1
+        spilled = [pa.ipc.open_file(pa.memory_map(str(p))).schema.names for p in writer.paths]
+        for (n, seq_gap, line_gap, two_src), names in zip(chunks, spilled, strict=True):
+            assert ("seq" in names) == (seq_gap and n > 1)
+            assert ("line" in names) == (line_gap and n > 1)
+            assert ("src" in names) == (two_src and n > 1)
+        got = pa.Table.from_batches(list(runs_mod.merge_runs(writer.paths, schema, writer.in_order)), schema=schema)
+        assert got.equals(pa.concat_tables(tables))
+    finally:
+        writer.close()
+
+
+# --------------------------------------------------------------------------------------------
+# gfp masks: the numpy gather against Arrow's take
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.integers(0, (1 << 64) - 1)), max_size=6),
+       st.lists(st.one_of(st.none(), st.integers(-1, 8)), max_size=40), st.integers(0, 5))
+def test_gfp_mask_gather_matches_take(masks: list[int | None], codes: list[int | None], skip: int) -> None:
+    """``Finisher._gfp_mask`` (codes under null rows may be anything, offsets anywhere) against
+    ``gfp_masks.take``."""
+    from ptebench.parse.schema import Finisher
+
+    fin = Finisher({"comm": [], "lat_flags": [], "event": [], "gfp": []}, [])
+    fin.gfp_masks = pa.array(masks, type=pa.uint64())
+    n = len(masks)
+    valid_codes = [c if c is not None and 0 <= c < n else None for c in codes]
+    raw = np.array([c if c is not None else -1 for c in codes], dtype=np.int32)  # nulls hold -1 or junk
+    arr = pa.array(raw, type=pa.int32(), mask=np.array([c is None for c in valid_codes], dtype=bool))
+    s0 = min(skip, len(codes))
+    arr = arr.slice(s0)
+    expect = fin.gfp_masks.take(pa.array(valid_codes[s0:], type=pa.int32()))
+    got = fin._gfp_mask(arr)
+    assert got.type == pa.uint64()
+    assert got.to_pylist() == expect.to_pylist()
+
+
+# --------------------------------------------------------------------------------------------
+# the chunk reader: plain and compressed files alike, growing files
+
+
+@settings(max_examples=25, deadline=None)
+@given(lines=st.lists(st.integers(0, 9000), min_size=1, max_size=12), chunk=st.integers(1, 20000),
+       keep=st.integers(0, 3))
+def test_chunk_reader_views_do_not_depend_on_compression(lines: list[int], chunk: int, keep: int,
+                                                         tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A plain file and a gzip file of the same bytes (long lines, views across many pages) give the
+    same views, new byte counts and decompressed sizes; the plain file's sha256 is that of its bytes."""
+    data = b"".join(b"#" + b"x" * k + b"\n" for k in lines)[:-1]  # the last line unterminated
+    d = tmp_path_factory.mktemp("m")
+    (d / "plain").write_bytes(data)
+    (d / "gz").write_bytes(gzip.compress(data))
+    got = []
+    sources = []
+    for name in ("plain", "gz"):
+        source = Source(name=name)
+        views = []
+        with ChunkReader(d / name, source, chunk_bytes=chunk) as reader:
+            view, at_eof = reader.next(0)
+            while True:
+                b = view.tobytes()
+                views.append((b, at_eof, reader.new_bytes))
+                if at_eof:
+                    break
+                view, at_eof = reader.next(max(0, len(b) - keep))
+        got.append(views)
+        sources.append(source)
+    assert got[0] == got[1]
+    assert b"".join(b[: max(0, len(b) - keep)] if not e else b for b, e, _ in got[0]) == data
+    assert sources[0].decompressed_size == sources[1].decompressed_size == sources[0].size == len(data)
+    assert sources[0].sha256 == hashlib.sha256(data).hexdigest()  # (the gzip file's is of its compressed bytes)
+
+
+def test_chunk_reader_reads_on_when_the_file_grows(tmp_path: Path) -> None:
+    """Bytes appended while a plain file is read are read (and hashed) too, as a stream would."""
+    path = tmp_path / "growing"
+    first = b"# a\n" * 3000
+    path.write_bytes(first)
+    source = Source(name=str(path))
+    with ChunkReader(path, source, chunk_bytes=5000) as reader:
+        view, at_eof = reader.next(0)
+        with path.open("ab") as f:
+            f.write(b"# b\n" * 2000)
+        out = b""
+        while True:
+            out += view.tobytes()
+            if at_eof:
+                break
+            view, at_eof = reader.next(len(view))
+    assert out == first + b"# b\n" * 2000
+    assert source.sha256 == hashlib.sha256(out).hexdigest() and source.size == len(out)

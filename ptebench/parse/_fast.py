@@ -223,7 +223,15 @@ def _find2(buf, a, e, c, d):
 
 @njit(cache=True, inline="always")
 def _skip_spaces(buf, a, e):
-    while a + 8 <= e and load8(buf, a) == uint64(_SP8):
+    """Index of the first byte in buf[a:e] that is not a space or tab, or e.  A word's leading
+    spaces are counted with one trailing-zero count (a byte loop would mispredict its exit)."""
+    while a + 8 <= e:
+        x = load8(buf, a) ^ uint64(_SP8)
+        if x != uint64(0):
+            a += _ctz(x) >> 3
+            if buf[a] != 9:
+                return a
+            break
         a += 8
     while a < e and (buf[a] == 32 or buf[a] == 9):
         a += 1

@@ -7,11 +7,14 @@ batches, and every buffered row at or below it is final, because each run is
 sorted.  Input that is already in order (the kernel merges its per-CPU buffers by
 time) streams through with no reordering work beyond a check, one run open at a time.
 A chunk's all-null columns are not spilled (most kmem columns belong to a few events): reading
-puts them back as slices of one shared null array per type.
+puts them back as slices of one shared null array per type.  Nor are ``seq`` and ``line`` when
+they count up by one, or ``src`` when it is constant (a chunk of one input in order): the file's
+schema metadata holds their first values and reading rebuilds them.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +23,9 @@ import numpy as np
 import pyarrow as pa
 
 RUN_BATCH_ROWS = 1 << 17
+DERIVED_KEY = b"ptebench.derived"
+COUNTING = ("seq", "line")  # left out when they count up by one (first value kept)
+CONSTANT = ("src",)  # left out when constant (value kept)
 
 
 class RunWriter:
@@ -48,9 +54,12 @@ class RunWriter:
                 self.in_order = False
             self._last = (int(ts[-1]), int(seq[-1]))
         path = Path(self._dir.name) / f"run{len(self.paths):05d}.arrow"
-        if table.num_rows:  # all-null columns are not spilled: _batches puts them back
+        if table.num_rows:  # all-null and derived columns are not spilled: _batches puts them back
+            derived = _derived(table)
             table = table.drop_columns([c for c, a in zip(table.column_names, table.columns, strict=True)
-                                        if a.null_count == table.num_rows])
+                                        if a.null_count == table.num_rows or c in derived])
+            if derived:
+                table = table.replace_schema_metadata({DERIVED_KEY: json.dumps(derived)})
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
             w.write_table(table, max_chunksize=RUN_BATCH_ROWS)
         self.paths.append(path)
@@ -60,18 +69,48 @@ class RunWriter:
         self._dir.cleanup()
 
 
+def _derived(table: pa.Table) -> dict[str, int]:
+    """Columns of ``table`` that need not be spilled: name -> first value (COUNTING: counting up by
+    one) or the value (CONSTANT)."""
+    out: dict[str, int] = {}
+    n = table.num_rows
+    for name in (*COUNTING, *CONSTANT):
+        if name not in table.column_names or table.column(name).null_count:
+            continue
+        v = table.column(name).to_numpy()
+        first = int(v[0])
+        if name in CONSTANT:
+            if bool((v == first).all()):
+                out[name] = first
+        elif int(v[-1]) - first == n - 1 and bool((v[1:] > v[:-1]).all()):  # increasing integers: one apart
+            out[name] = first
+    return out
+
+
 def _batches(path: Path, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    """A run's batches in ``schema``, with the all-null columns ``RunWriter.add`` left out."""
+    """A run's batches in ``schema``, with the all-null and derived columns ``RunWriter.add`` left out."""
     with pa.memory_map(str(path)) as src:
         reader = pa.ipc.open_file(src)
         whole = reader.schema.names == schema.names
+        derived = json.loads((reader.schema.metadata or {}).get(DERIVED_KEY, b"{}"))
+        row = 0
         for i in range(reader.num_record_batches):
             b = reader.get_batch(i)
             if not whole:
                 have = set(b.schema.names)
-                b = pa.RecordBatch.from_arrays([b.column(f.name) if f.name in have else _nulls(b.num_rows, f.type)
-                                                for f in schema], schema=schema)
+                b = pa.RecordBatch.from_arrays([b.column(f.name) if f.name in have else
+                                                _rebuilt(derived[f.name], f, row, b.num_rows) if f.name in derived else
+                                                _nulls(b.num_rows, f.type) for f in schema], schema=schema)
+            row += b.num_rows
             yield b
+
+
+def _rebuilt(first: int, field: pa.Field, row: int, n: int) -> pa.Array:
+    """Rows row..row+n of a derived column (see ``_derived``)."""
+    dtype = field.type.to_pandas_dtype()
+    if field.name in CONSTANT:
+        return pa.array(np.full(n, first, dtype=dtype), type=field.type)
+    return pa.array(np.arange(first + row, first + row + n, dtype=dtype), type=field.type)
 
 
 _NULLS: dict[pa.DataType, pa.Array] = {}

@@ -60,17 +60,44 @@ class Finisher:
 
     def __init__(self, dictionaries: dict[str, list[str]], patches: list[tuple[int, int]]) -> None:
         self.dicts = {k: pa.array(v, type=pa.string()) for k, v in dictionaries.items()}
-        masks = [gfp_mask(s) for s in dictionaries["gfp"]]
-        self.gfp_masks = pa.array(masks, type=pa.uint64())
+        self.gfp_masks = pa.array([gfp_mask(s) for s in dictionaries["gfp"]], type=pa.uint64())
         patches = sorted(patches)
         self.patch_seq = np.array([p[0] for p in patches], dtype=np.int64)
         self.patch_sid = np.array([p[1] for p in patches], dtype=np.int32)
 
+    @property
+    def gfp_masks(self) -> pa.Array:
+        """The gfp mask of each gfp string (by interner code; null: no mask)."""
+        return self._gfp_masks
+
+    @gfp_masks.setter
+    def gfp_masks(self, masks: pa.Array) -> None:
+        self._gfp_masks = masks
+        self._mask_values = masks.fill_null(0).to_numpy().astype(np.uint64)
+        self._mask_valid = masks.is_valid().to_numpy(zero_copy_only=False)
+
+    def _gfp_mask(self, gfp: pa.Array) -> pa.Array:
+        """``gfp_masks.take(gfp)`` as numpy gathers (Arrow's take costs ~6 ns a row more here).
+        The codes under null rows may be anything: they are clipped into range, their rows stay null."""
+        n = len(gfp)
+        if gfp.null_count == n or not len(self._mask_values):
+            return pa.nulls(n, pa.uint64())
+        off = gfp.offset
+        codes = np.frombuffer(gfp.buffers()[1], dtype=np.int32, count=off + n)[off:]
+        codes = np.clip(codes, 0, len(self._mask_values) - 1)
+        valid = self._mask_valid[codes]
+        if gfp.null_count:
+            bits = np.frombuffer(gfp.buffers()[0], dtype=np.uint8, count=(off + n + 7) // 8)
+            valid &= np.unpackbits(bits, bitorder="little", count=off + n)[off:].view(np.bool_)
+        bitmap = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+        return pa.Array.from_buffers(pa.uint64(), n, [bitmap, pa.py_buffer(self._mask_values[codes])],
+                                     null_count=-1 if bitmap else 0)
+
     def finish(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         cols = dict(zip(batch.schema.names, batch.columns, strict=True))
+        cols["gfp_mask"] = self._gfp_mask(cols["gfp"])
         for name in DICT_COLUMNS:
             cols[name] = pa.DictionaryArray.from_arrays(cols[name], self.dicts[name], safe=False)  # codes are ours
-        cols["gfp_mask"] = self.gfp_masks.take(cols["gfp"].indices)
         if len(self.patch_seq):
             seq = cols["seq"].to_numpy()
             pos = np.searchsorted(self.patch_seq, seq)
