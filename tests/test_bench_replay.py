@@ -236,7 +236,10 @@ def test_harness_result_structure(harness, tiled):
     assert set(pte["state_parts"]) == {"buddy", "direct_maps", "faithful_engine", "simulate_engine"}
     assert all(v > 0 for v in pte["state_parts"].values())
     assert pte["npages"] == tiled.npfn and pte["mem_per_page"] == pytest.approx(pte["state_bytes"] / tiled.npfn)
-    assert set(pte["timing"]) >= {"prepare_s", "replay_s"}
+    assert set(pte["timing"]) >= {"prepare_s", "replay_s", "model_cpu_s"}
+    assert 0 < pte["model_loop_cpu_s"] <= pte["cpu_s"]  # the jitted loop is a part of the whole replay
+    assert pte["model_loop_rate"] == pytest.approx(pte["count"] / pte["model_loop_cpu_s"])
+    assert pte["model_loop_x_ref"] == pytest.approx(pte["model_loop_rate"] / ref["rate"])
     assert pte["head_events"] == br.head_rows(tiled.rows) and pte["head_grown_rss_bytes"] > 0  # the marginal's base
     assert pte["mem_per_event_marginal"] is not None and ref["mem_per_event_marginal"] is not None
     assert pte["model"]["alloc_failed"] == 0
@@ -247,6 +250,6 @@ def test_harness_result_structure(harness, tiled):
     assert "JIT excluded" in result["method"]["warmup"] and "mean nothing" in result["method"]["caveat"]
     # the printed report
     for part in ("replay, simulate mode, one core", "ptebench simulate", "buddy_ref.run", "x buddy_ref",
-                 "mem/event", "mem/page", "targets (issue #5)", "frees paired", "mean nothing"):
+                 "mem/event", "mem/page", "targets (issue #5)", "frees paired", "mean nothing", "model loop alone"):
         assert part in text
     json.dumps(result)

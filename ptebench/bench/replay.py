@@ -888,6 +888,10 @@ def run_replay_bench(opts: ReplayBenchOptions, progress: ProgressLike = None) ->
     model = pres["model"]
     pairing = pres["pairing"]
     paired = pairing["paired_frees"] / pairing["frees"] if pairing.get("frees") else 1.0
+    loop_cpu = float(pres["timing"].get("model_cpu_s") or 0.0)  # CPU time inside the jitted model loop
+    loop_rate = pres["events"] / loop_cpu if loop_cpu > 0 else None
+    loop_note = (f"; the jitted model loop alone (build_ops + sim_ops, timing.model_cpu_s) {loop_cpu:.2f} CPU s = "
+                 f"{loop_rate / 1e6:.2f} M events/CPU-s, {loop_rate / r_rate:.1%} of buddy_ref" if loop_rate else "")
     contenders = [
         {"name": "ptebench", "label": "ptebench simulate", "unit": "events", "count": pres["events"], "cpu_s": p_cpu,
          "user_s": pres["user_s"], "sys_s": pres["sys_s"], "wall_s": pres["wall_s"], "rate": p_rate,
@@ -903,12 +907,15 @@ def run_replay_bench(opts: ReplayBenchOptions, progress: ProgressLike = None) ->
          "pairing": pairing, "paired_fraction": paired, "model": model, "affinity": pres["affinity"],
          "ru_maxrss_bytes": pres["ru_maxrss_bytes"], "peak_reset": pres["peak_reset"],
          "model_ops_per_cpu_s": _rate((model.get("allocs") or 0) + (model.get("frees") or 0), p_cpu),
+         "model_loop_cpu_s": loop_cpu, "model_loop_rate": loop_rate,
+         "model_loop_x_ref": loop_rate / r_rate if loop_rate else None,
          "note": (f"replay(mode='simulate') on {tiling.tiles} tiles of {tiling.capture}: prepare "
                   f"{pres['timing']['prepare_s']:.2f} s + replay {pres['timing']['replay_s']:.2f} s wall "
                   f"(result.timing); model allocs {model.get('allocs') or 0:,} (failed {model.get('alloc_failed') or 0:,})"
                   f" + frees {model.get('frees') or 0:,} = "
                   f"{_rate((model.get('allocs') or 0) + (model.get('frees') or 0), p_cpu) / 1e6:.2f} M model "
-                  f"ops/CPU-s; frees paired {paired:.2%} ({pairing['paired_frees']:,} of {pairing['frees']:,})")},
+                  f"ops/CPU-s; frees paired {paired:.2%} ({pairing['paired_frees']:,} of {pairing['frees']:,})"
+                  + loop_note)},
         {"name": "buddy_ref", "label": "buddy_ref.run", "unit": "ops", "count": rres["ops"], "cpu_s": r_cpu,
          "user_s": rres["user_s"], "sys_s": rres["sys_s"], "wall_s": rres["wall_s"], "rate": r_rate, "x_ref": 1.0,
          "peak_rss_bytes": rres["peak_rss_bytes"], "baseline_rss_bytes": rres["baseline_rss_bytes"],

@@ -26,6 +26,8 @@ The same chunk also runs through a faithful engine, which supplies the kernel's 
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from ptebench.engine import addresses as A
@@ -131,6 +133,7 @@ class SimulateEngine:
         self.acts = np.vstack([faithful.alloc_act, none, faithful.free_act, none]).astype(np.int64)
         self.consumer_of_event: dict[int, tuple[str, int, int, int]] = {}
         self._named = 0  # split-log rows whose origin has been named
+        self.model_cpu_s = 0.0  # CPU time in the jitted model loop (build_ops + sim_ops), for result.timing
         self._req_keys = np.zeros(0, np.int64)  # request words by gfp * MAX_ORDER + order, sorted
         self._req_words = np.zeros(0, np.int64)
         self._buf = _Buffers()
@@ -157,6 +160,7 @@ class SimulateEngine:
         cols = np.stack([getattr(extra, name).astype(np.int64) for name in Ops.FIELDS])
         need = len(ch) + len(extra)
         out, missing = self._buf.get(need)
+        t0 = time.process_time()
         while True:
             m = build_ops(ch.kind, ch.failed, ch.pfn, ch.order, ch.cpu, ch.mt, ch.gfp, cons_in, pair, cons, run,
                           ch.start, unseen, refreed, MT_GFP, f.is_witness, self.acts, len(f.alloc_act) + 1,
@@ -164,6 +168,7 @@ class SimulateEngine:
             if m >= 0:
                 break
             self._learn_requests(missing[:-m])
+        self.model_cpu_s += time.process_time() - t0
         ops = Ops(**{name: out[k, :m] for k, name in enumerate(Ops.FIELDS)})
         if not len(ops):
             return
@@ -249,11 +254,13 @@ class SimulateEngine:
         self.buddy._grow_log()
         bst = self.buddy.state
         st = self.dmap.state
+        t0 = time.process_time()
         sim_ops(*[bst[k] for k in B.STATE_ORDER], st["pud"], st["pmd"], st["attr1g"], st["attr2m"], st["attr4k"],
                 st["kernel4k"], st["ctr"], self.dmap.log, self.dmap.log_n, self.dmap.gbpages,
                 self.kmap, self.mmt, self.touched, self.xs,
                 ops.kind, ops.order, ops.req, ops.cpu, ops.kpfn, ops.mt, ops.cset, ops.cclr, ops.cflags, ops.cn,
                 ops.origin, self.pt_req, out, self._buf.scr64, self._buf.scr8)
+        self.model_cpu_s += time.process_time() - t0
         return out
 
     # ------------------------------------------------------------------ the policy seam
