@@ -255,7 +255,7 @@ def test_fill_from_buffers_matches_fill_null():
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from ptebench.engine.stream import _fill, _fill_reference
+    from ptebench.engine.arrowcols import _fill, _fill_reference
 
     rng = np.random.default_rng(5)
     n = 1000
@@ -508,7 +508,7 @@ def test_fill_kernels_against_reference_any_nulls_and_offset():
     Arrow's fill_null, for null fractions from none to all, every type the replay reads, sliced arrays."""
     import pyarrow as pa
 
-    from ptebench.engine.stream import _fill, _fill_reference
+    from ptebench.engine.arrowcols import _fill, _fill_reference
 
     rng = np.random.default_rng(11)
     types = [(pa.int64(), np.int64, -1), (pa.int8(), np.int8, 0), (pa.int8(), np.int8, -1),
@@ -561,7 +561,7 @@ def test_hex_arg_against_regex(strings, cut, name, large):
     digits, nulls, sliced and large-offset arrays)."""
     import pyarrow as pa
 
-    from ptebench.engine.stream import _hex_arg, _hex_arg_reference
+    from ptebench.engine.arrowcols import _hex_arg, _hex_arg_reference
 
     arr = pa.array(strings, pa.large_string() if large else pa.string()).slice(min(cut, len(strings)))
 

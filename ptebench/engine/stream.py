@@ -15,17 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ptebench.engine.arrowcols import (  # noqa: F401  (re-exported: the tests' differential references)
-    _bits,
-    _bool_bits,
-    _fill,
-    _fill_reference,
-    _fill_valid,
-    _hex_arg,
-    _hex_arg_reference,
-    _lookup,
-    _scan_hex,
-)
+from ptebench.engine.arrowcols import _fill, _hex_arg, _lookup
 
 K_OTHER = 0
 K_ALLOC = 1  # mm_page_alloc
