@@ -125,6 +125,9 @@ class FaithfulEngine:
         self.vmstat_fix: dict[str, int] = defaultdict(int)
         self.consumer_allocs = np.zeros(len(consumers.items), dtype=np.int64)
         self._run = _RunScratch()
+        # the latest chunk's kprobe ops as _ops() decoded them (the simulate engine places the same ones):
+        # (direct-map kprobe rows, their set and clear masks, the set_memory_* rows of _cpa_rows()), or None
+        self.last_kprobes: tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple]] | None = None
 
     # ------------------------------------------------------------------ per chunk
     def feed(self, ch: Chunk) -> None:
@@ -212,16 +215,19 @@ class FaithfulEngine:
             dm = dm[~confirms & (ch.pfn[dm] >= 0)]
             inv = ch.kind[dm] == K_DM_INVALID
             (si, ci), (sd, cd) = DM_MASKS[K_DM_INVALID], DM_MASKS[K_DM_DEFAULT]
-            extra = np.stack([dm, ch.pfn[dm], np.ones(len(dm), np.int64), np.where(inv, si, sd),
-                              np.where(inv, ci, cd), D.F_NOFLUSH | run[dm]], axis=1).astype(np.int64)
-            rows = []  # (event j, pfn, n, set, clr, flags) of set_memory_* kprobes
+            dm_set, dm_clr = np.where(inv, si, sd), np.where(inv, ci, cd)
+            extra = np.stack([dm, ch.pfn[dm], np.ones(len(dm), np.int64), dm_set, dm_clr, D.F_NOFLUSH | run[dm]],
+                             axis=1).astype(np.int64)
+            rows = []  # (event j, pfn, n, set, clr, flags, module page k or -1) of set_memory_* kprobes
             for j in np.flatnonzero(ch.kind == K_CPA).tolist():
                 rows.extend(self._cpa_rows(ch, j, int(run[j])))
+            self.last_kprobes = (dm, dm_set, dm_clr, rows)
             if rows:  # by event (stable: the ops of one call keep their order)
-                extra = np.concatenate([extra, np.array(rows, dtype=np.int64).reshape(-1, 6)])
+                extra = np.concatenate([extra, np.array(rows, dtype=np.int64).reshape(-1, 7)[:, :6]])
                 extra = extra[np.argsort(extra[:, 0], kind="stable")]
         else:
             extra = np.zeros((0, 6), np.int64)
+            self.last_kprobes = None
         if len(extra):  # merged by event
             is_extra = np.zeros(len(sel) + len(extra), dtype=bool)
             is_extra[np.searchsorted(sel, extra[:, 0]) + np.arange(len(extra))] = True
@@ -237,7 +243,9 @@ class FaithfulEngine:
                   np.asarray(clrm).astype(np.uint8), np.asarray(flags, np.int64))
         return ops, ch.start + np.asarray(j, np.int64), calls
 
-    def _cpa_rows(self, ch: Chunk, j: int, run: int) -> list[tuple[int, int, int, int, int, int]]:
+    def _cpa_rows(self, ch: Chunk, j: int, run: int) -> list[tuple[int, int, int, int, int, int, int]]:
+        """The ops of set_memory_* call ``j``: (j, pfn, npages, set, clr, flags, k), ``k`` the page's index in
+        a module area, -1 for a call at a physical address (direct map or kernel image)."""
         api = CPA_APIS[ch.api[j]]
         n = int(ch.npages[j])
         if n <= 0:
@@ -248,19 +256,19 @@ class FaithfulEngine:
         addr = int(ch.addr[j])
         where = self.amap.classify(addr)
         if where == A.DIRECT:
-            return [(j, self.amap.pfn_of(addr), n, s, c, run | force | collapse)]
+            return [(j, self.amap.pfn_of(addr), n, s, c, run | force | collapse, -1)]
         if not alias:
             self.stats["cpa_nx_only_no_alias"] += 1
             return []
         if where == A.KERNEL:
-            return [(j, self.amap.pfn_of(addr), n, s, c, run | force | collapse | D.F_ALIAS)]
+            return [(j, self.amap.pfn_of(addr), n, s, c, run | force | collapse | D.F_ALIAS, -1)]
         if where == A.MODULE:
             pfns = self.binding.call_pfns.get(ch.start + j)
             if pfns is None:
                 self.stats["cpa_calls_unplaced"] += 1
                 return []
             # cpa_process_alias() per 4K page of the vmalloc range; one flush_tlb_all for the call
-            return [(j, int(p), 1, s, c, run | force | collapse | (D.F_ALIAS if k == 0 else D.F_NOFLUSH))
+            return [(j, int(p), 1, s, c, run | force | collapse | (D.F_ALIAS if k == 0 else D.F_NOFLUSH), k)
                     for k, p in enumerate(pfns.tolist())]
         self.stats["cpa_calls_unknown_address"] += 1
         return []

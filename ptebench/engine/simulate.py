@@ -30,8 +30,7 @@ import time
 
 import numpy as np
 
-from ptebench.engine import addresses as A
-from ptebench.engine.faithful import CPA_MASKS, DM_MASKS, FaithfulEngine
+from ptebench.engine.faithful import FaithfulEngine
 from ptebench.engine.placement import MIGRATE_UNMOVABLE, PAGEBLOCK_ORDER
 from ptebench.engine.sim_build import build_ops
 from ptebench.engine.sim_kernel import (  # the op and counter codes, re-exported
@@ -49,7 +48,7 @@ from ptebench.engine.sim_kernel import (  # the op and counter codes, re-exporte
     X_NAMES,
     sim_ops,
 )
-from ptebench.engine.stream import CPA_APIS, K_CPA, K_DM_DEFAULT, K_DM_INVALID, Chunk
+from ptebench.engine.stream import CPA_APIS, K_CPA, Chunk
 from ptebench.parse.gfp import GFP_NAMES
 from ptebench.policies import Policy
 from ptebench.sim import buddy as B
@@ -154,7 +153,7 @@ class SimulateEngine:
         lo, hi = np.searchsorted(self.refreed, [ch.start, end])
         refreed = self.refreed[lo:hi] - ch.start  # frees whose page the bulk allocator took again unseen
         if f.opt.use_kprobes:
-            rows, extra = self._kprobe_rows(ch, cons, run)
+            rows, extra = self._kprobe_rows(ch, run)
         else:
             rows, extra = np.zeros(0, np.int64), Ops.from_rows([])
         cols = np.stack([getattr(extra, name).astype(np.int64) for name in Ops.FIELDS])
@@ -189,26 +188,28 @@ class SimulateEngine:
         self._run(ops.take(slice(start, len(ops))) if start else ops)
         self._name_origins(ch, ops)
 
-    def _kprobe_rows(self, ch: Chunk, cons: np.ndarray, run: np.ndarray) -> tuple[np.ndarray, Ops]:
-        """The chunk's kprobe ops in order (their rows, and the ops without the rows' positions)."""
-        f = self.f
-        dm = np.flatnonzero((ch.kind == K_DM_INVALID) | (ch.kind == K_DM_DEFAULT))
-        c = cons[dm].astype(np.int64)
-        confirms = (c >= 0) & (f.alloc_act[np.where(c >= 0, c, 0), 3] != 0)  # the consumer's own change
-        dm = dm[~confirms & (ch.pfn[dm] >= 0)]
-        inv = ch.kind[dm] == K_DM_INVALID
-        (si, ci), (sd, cd) = DM_MASKS[K_DM_INVALID], DM_MASKS[K_DM_DEFAULT]
+    def _kprobe_rows(self, ch: Chunk, run: np.ndarray) -> tuple[np.ndarray, Ops]:
+        """The chunk's kprobe ops in order (their rows, and the ops without the rows' positions), from the
+        faithful engine's decoding of the same chunk (``FaithfulEngine.last_kprobes``): the direct-map kprobes
+        that no consumer's own change confirms, and each set_memory_* call after the area pages it binds."""
+        dm, dm_set, dm_clr, cpa = self.f.last_kprobes
         n = len(dm)
         cols = [dm, np.zeros(n, np.int64), np.full(n, S_CPA_K), np.zeros(n, np.int64), np.zeros(n, np.int64),
-                ch.cpu[dm], ch.pfn[dm], np.full(n, -1), np.where(inv, si, sd), np.where(inv, ci, cd),
-                D.F_NOFLUSH | run[dm], np.ones(n, np.int64), np.full(n, -1)]
+                ch.cpu[dm], ch.pfn[dm], np.full(n, -1), dm_set, dm_clr, D.F_NOFLUSH | run[dm], np.ones(n, np.int64),
+                np.full(n, -1)]
         rows: list[tuple] = []  # (j, sub, kind, order, req, cpu, kpfn, mt, set, clr, flags, cn, cid)
+        pos = 0
         for j in np.flatnonzero(ch.kind == K_CPA).tolist():
+            cpu = int(ch.cpu[j])
             area = self.area_first.get(ch.start + j)
             if area is not None:
                 for k, kp in enumerate(area.pfns.tolist()):
-                    rows.append((j, -1 - k, S_AREA, 0, 0, int(ch.cpu[j]), int(kp), 0, 0, 0, 0, 0, -1))
-            rows.extend(self._cpa_rows(ch, j, int(run[j])))
+                    rows.append((j, -1 - k, S_AREA, 0, 0, cpu, int(kp), 0, 0, 0, 0, 0, -1))
+            while pos < len(cpa) and cpa[pos][0] == j:  # the call's ops: at a physical address, or per module page
+                _, pfn, npages, setm, clrm, flags, k = cpa[pos]
+                rows.append((j, max(k, 0), S_CPA_K if k >= 0 else S_CPA_P, 0, 0, cpu, pfn, -1, setm, clrm, flags,
+                             npages, -1))
+                pos += 1
         if rows:
             extra = np.array(rows, dtype=np.int64).reshape(-1, len(cols))
             cols = [np.concatenate([col, extra[:, k]]) for k, col in enumerate(cols)]
@@ -309,31 +310,6 @@ class SimulateEngine:
         s, c, f, has = (self.f.alloc_act if when == "alloc" else self.f.free_act)[cid]
         if has:
             self.cpa(pfn, 1 << order, int(s), int(c), int(f))
-
-    def _cpa_rows(self, ch: Chunk, j: int, run: int) -> list[tuple]:
-        api = CPA_APIS[ch.api[j]]
-        n = int(ch.npages[j])
-        if n <= 0:
-            return []
-        s, c, alias = CPA_MASKS[api]
-        force = D.F_FORCE_SPLIT | D.F_KERNEL_4K if api == "set_memory_4k" else 0
-        collapse = D.F_COLLAPSE if api == "set_memory_rox" else 0
-        addr = int(ch.addr[j])
-        amap = self.f.amap
-        where = amap.classify(addr)
-        cpu = int(ch.cpu[j])
-        if where == A.DIRECT:  # pages the trace does not allocate (initrd, boot memory): as they are
-            return [(j, 0, S_CPA_P, 0, 0, cpu, amap.pfn_of(addr), -1, s, c, run | force | collapse, n, -1)]
-        if not alias:
-            return []
-        if where == A.KERNEL:
-            return [(j, 0, S_CPA_P, 0, 0, cpu, amap.pfn_of(addr), -1, s, c, run | force | collapse | D.F_ALIAS, n,
-                     -1)]
-        pfns = self.f.binding.call_pfns.get(ch.start + j) if where == A.MODULE else None
-        if pfns is None:
-            return []
-        return [(j, k, S_CPA_K, 0, 0, cpu, int(p), -1, s, c, run | force | collapse |
-                 (D.F_ALIAS if k == 0 else D.F_NOFLUSH), 1, -1) for k, p in enumerate(pfns.tolist())]
 
     def _reserve_dlog(self, cn: np.ndarray) -> None:
         """Room in the split log for the worst case of every CPA of the chunk (``cn``: their npages, 0 for
