@@ -55,6 +55,14 @@ def run_table(cols: dict[str, Any]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=RUN_SCHEMA)
 
 
+def arrow_array(type_: pa.DataType, data: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
+    """An Arrow array over ``data`` (values, or packed bits for booleans) with validity ``valid``
+    (bools; None: all valid), built from buffers: ``pa.array(..., mask=)`` costs ~3.5 ns a row more."""
+    bits = None if valid is None or valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    n = len(valid) if valid is not None else len(data)
+    return pa.Array.from_buffers(type_, n, [bits, pa.py_buffer(data)], null_count=-1 if bits else 0)
+
+
 class Finisher:
     """Turn merged run batches into final SCHEMA batches: dictionaries, gfp masks, late stack ids."""
 
@@ -89,9 +97,7 @@ class Finisher:
         if gfp.null_count:
             bits = np.frombuffer(gfp.buffers()[0], dtype=np.uint8, count=(off + n + 7) // 8)
             valid &= np.unpackbits(bits, bitorder="little", count=off + n)[off:].view(np.bool_)
-        bitmap = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
-        return pa.Array.from_buffers(pa.uint64(), n, [bitmap, pa.py_buffer(self._mask_values[codes])],
-                                     null_count=-1 if bitmap else 0)
+        return arrow_array(pa.uint64(), self._mask_values[codes], valid)
 
     def finish(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         cols = dict(zip(batch.schema.names, batch.columns, strict=True))
