@@ -193,7 +193,7 @@ def replay(trace: str | Path | Trace, *, variant: str = "none", mode: str = "fai
     events = 0
     kprobes.finish()
     chunks = (store.chunks(tr, kprobes) if store is not None
-              else iter_chunks(tr, chunk_rows, columns=REPLAY_COLUMNS, kprobes=kprobes, lazy=True))
+              else iter_chunks(tr, chunk_rows, columns=REPLAY_COLUMNS, kprobes=kprobes, lazy=True, reuse=True))
     for ch in chunks:
         engine.feed(ch)
         if sim is not None:

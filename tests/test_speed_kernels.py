@@ -497,6 +497,7 @@ def test_per_event_kernels_run_without_the_nrt():
     kernels = [sim_kernel.sim_ops, sim_kernel._cpa, sim_build.build_ops, pairing.pair_events,
                placement._placement_chunk, prepass._last_alloc, buddy_init._first_events_chunk, B.run_ops,
                arrowcols._fill_valid, arrowcols._bool_bits, arrowcols._lookup, arrowcols._scan_hex,
+               arrowcols._find_hex, arrowcols._find_n, arrowcols._same, arrowcols._scan_probes, buddy_init._page_count,
                faithful_rows.chunk_rows, store.ranges, store.pack_flags, store.unpack_flags]
     if not hasattr(sim_kernel.sim_ops, "targetoptions"):
         pytest.skip("NUMBA_DISABLE_JIT: plain Python functions")
@@ -571,6 +572,35 @@ def test_hex_arg_against_regex(strings, cut, name, large):
         except OverflowError:
             return "overflow"
     assert run(_hex_arg) == run(_hex_arg_reference)
+
+
+_PROBE_TOKENS = ["(", "set_memory_ro", "set_memory_rox", "set_direct_map_invalid_noflush", "set_direct_map_default_noflush",
+                 "set_memory_x", "+0x0/", "+0x1/", "0x30)", " ", "page=0x", "addr=0x", "n=", "numpages=", "numpagesx=",
+                 "-", "0", "7", "f", "1" * 17, "9" * 19, "mypage=0x", "_n=", "é", "x"]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.none(), st.lists(st.sampled_from(_PROBE_TOKENS), max_size=10).map("".join)),
+                max_size=12), st.integers(0, 3), st.booleans())
+def test_probe_fields_scan_against_arrow(strings, cut, large):
+    """The jitted kprobe-fields scan (probed name, ``page=``/``addr=``, ``n=``/``numpages=``) against Arrow's
+    string functions and regexes, row for row: names, word boundaries, signs, long values, nulls, slices."""
+    import pyarrow as pa
+
+    from ptebench.engine.stream import _probe_fields, _probe_fields_reference
+
+    arr = pa.array(strings, pa.large_string() if large else pa.string()).slice(min(cut, len(strings)))
+    other = np.arange(len(arr), dtype=np.int64)
+
+    def run(f):
+        out = (np.zeros(len(arr), np.int8), np.full(len(arr), -1, np.int8), np.zeros(len(arr), np.uint64),
+               np.zeros(len(arr), np.uint64), np.zeros(len(arr), np.int64))
+        try:
+            rows = f(arr, other, *out)
+        except OverflowError:
+            return "overflow"
+        return sorted(rows.tolist()), [a.tolist() for a in out]
+    assert run(_probe_fields) == run(_probe_fields_reference)
 
 
 def chunk_rows_reference(kind, failed, pfn, cons_in, cons, pair, has_a, has_f, is_witness, use_kprobes, ncons):

@@ -82,23 +82,30 @@ def _u8(buf: pa.Buffer | None) -> np.ndarray:
     return np.zeros(1, np.uint8) if buf is None else np.frombuffer(buf, np.uint8)
 
 
-def _fill(arr: pa.Array, value, dtype, *, writable: bool = False) -> np.ndarray:
+def _fill(arr: pa.Array, value, dtype, *, writable: bool = False, out: np.ndarray | None = None) -> np.ndarray:
     """The column as numpy with nulls as ``value``: booleans and columns with nulls in one jitted pass over
-    the Arrow buffers; others as they are (zero-copy) unless the caller writes to them or the type differs."""
+    the Arrow buffers; others as they are (zero-copy) unless the caller writes to them or the type differs.
+    ``out``: an array of the column's length and ``dtype`` to convert into where a conversion is needed."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
     t, n = arr.type, len(arr)
     if pa.types.is_boolean(t) and value is False:
         valid, data = arr.buffers()[:2]
-        out = np.empty(n, bool)
-        _bool_bits(_u8(data), _u8(valid), arr.null_count > 0, arr.offset, out)
-        return out if out.dtype == dtype else out.astype(dtype)
+        bits = np.empty(n, bool) if out is None or dtype is not bool else out
+        _bool_bits(_u8(data), _u8(valid), arr.null_count > 0, arr.offset, bits)
+        return bits if bits.dtype == dtype else bits.astype(dtype)
     if pa.types.is_integer(t) and arr.null_count:
         valid, data = arr.buffers()[:2]
         vals = np.frombuffer(data, dtype=t.to_pandas_dtype(), count=arr.offset + n)[arr.offset:]
-        out = np.empty(n, dtype)
+        res = np.empty(n, dtype) if out is None else out
         # unsigned values through their signed views (the same bits): the kernel's masks are signed
-        _fill_valid(_signed(vals), _u8(valid), arr.offset, value, _signed(out))
+        _fill_valid(_signed(vals), _u8(valid), arr.offset, value, _signed(res))
+        return res
+    if out is not None and pa.types.is_integer(t) and not arr.null_count and (
+            writable or np.dtype(t.to_pandas_dtype()) != dtype):  # a copy or a conversion: into ``out``
+        data = arr.buffers()[1]
+        np.copyto(out, np.frombuffer(data, dtype=t.to_pandas_dtype(), count=arr.offset + n)[arr.offset:],
+                  casting="unsafe")
         return out
     return _fill_reference(arr, value, dtype, writable=writable)
 
@@ -143,41 +150,53 @@ _WORD[np.frombuffer(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUV
 
 
 @njit(cache=True, _nrt=False)
-def _scan_hex(offsets, data, valid, has_valid, offset, key, hexv, word, out):
-    """The first match of ``\\bKEY([0-9a-fA-F]+)`` (``key``: the bytes of ``name=0x``, a word character first) in
-    each string of an Arrow string array (``offsets``/``data``/``valid`` buffers, rows from ``offset``), its
-    value into ``out`` (0: null or no match).  Returns -1, leaving the rest, at a value of more than 16
-    significant digits (the caller's reference parses those).  Reference: :func:`_hex_arg_reference`."""
+def _same(data, p, pat, lo, hi):
+    """``data[p:p + hi - lo] == pat[lo:hi]`` (the caller checked that ``data`` is long enough)."""
+    for q in range(hi - lo):
+        if data[p + q] != pat[lo + q]:
+            return False
+    return True
+
+
+@njit(cache=True, _nrt=False)
+def _find_hex(data, s, e, key, hexv, word):
+    """The first match of ``\\bKEY([0-9a-fA-F]+)`` in ``data[s:e]`` (``key``: the bytes of ``name=0x``, a word
+    character first): (value, 1), (0, 0) for none, or (0, -1) at a value of more than 16 significant digits."""
     kl = key.shape[0]
+    p = s
+    while p + kl < e:  # the key and one digit at least
+        if (p == s or not word[data[p - 1]]) and hexv[data[p + kl]] >= 0 and _same(data, p, key, 0, kl):
+            v = np.uint64(0)
+            digits = 0
+            q = p + kl
+            while q < e and hexv[data[q]] >= 0:
+                d = hexv[data[q]]
+                if digits or d:
+                    digits += 1
+                if digits > 16:
+                    return np.uint64(0), -1
+                v = (v << np.uint64(4)) | np.uint64(d)
+                q += 1
+            return v, 1
+        p += 1
+    return np.uint64(0), 0
+
+
+@njit(cache=True, _nrt=False)
+def _scan_hex(offsets, data, valid, has_valid, offset, key, hexv, word, out):
+    """The first match of ``\\bKEY([0-9a-fA-F]+)`` (:func:`_find_hex`) in each string of an Arrow string array
+    (``offsets``/``data``/``valid`` buffers, rows from ``offset``), its value into ``out`` (0: null or no
+    match).  Returns -1, leaving the rest, at a value of more than 16 significant digits (the caller's
+    reference parses those).  Reference: :func:`_hex_arg_reference`."""
     for r in range(out.shape[0]):
         out[r] = 0
         j = offset + r
         if has_valid and not (valid[j >> 3] >> (j & 7)) & 1:
             continue
-        s, e = offsets[j], offsets[j + 1]
-        p = s
-        while p + kl < e:  # the key and one digit at least
-            if (p == s or not word[data[p - 1]]) and hexv[data[p + kl]] >= 0:
-                same = True
-                for q in range(kl):
-                    if data[p + q] != key[q]:
-                        same = False
-                        break
-                if same:
-                    v = np.uint64(0)
-                    digits = 0
-                    q = p + kl
-                    while q < e and hexv[data[q]] >= 0:
-                        d = hexv[data[q]]
-                        if digits or d:
-                            digits += 1
-                        if digits > 16:
-                            return -1
-                        v = (v << np.uint64(4)) | np.uint64(d)
-                        q += 1
-                    out[r] = v
-                    break
-            p += 1
+        v, found = _find_hex(data, offsets[j], offsets[j + 1], key, hexv, word)
+        if found < 0:
+            return -1
+        out[r] = v
     return 0
 
 
@@ -213,3 +232,112 @@ def _hex_arg_reference(fields: pa.Array, name: str) -> np.ndarray:
     offsets = np.frombuffer(v.buffers()[1], otype, count=v.offset + len(v) + 1)[v.offset:]
     digits = np.frombuffer(v.buffers()[2], np.uint8)[offsets[0]: offsets[0] + 16 * len(v)].reshape(-1, 16)
     return np.bitwise_or.reduce(_HEX[digits] << _NIBBLE_SHIFTS, axis=1)
+
+
+_DIGIT = np.full(256, -1, dtype=np.int8)
+_DIGIT[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
+_PROBE_MARK = np.frombuffer(b"+0x0/", np.uint8)
+_UMPAGES = np.frombuffer(b"umpages", np.uint8)
+
+
+@njit(cache=True, _nrt=False)
+def _find_n(data, s, e, word):
+    """The first match of ``\\bn(?:umpages)?=(-?[0-9]+)`` in ``data[s:e]``: (value, 1), (0, 0) for none, or
+    (0, -1) at a value of more than 18 significant digits."""
+    for p in range(s, e):
+        if data[p] != 110 or (p > s and word[data[p - 1]]):  # "n" at a word boundary
+            continue
+        q = p + 1
+        if q + 7 <= e and _same(data, q, _UMPAGES, 0, 7):
+            q += 7
+        if q >= e or data[q] != 61:  # "="
+            continue
+        q += 1
+        neg = q < e and data[q] == 45  # "-"
+        if neg:
+            q += 1
+        if q >= e or _DIGIT[data[q]] < 0:
+            continue
+        v = np.int64(0)
+        digits = 0
+        while q < e and _DIGIT[data[q]] >= 0:
+            d = _DIGIT[data[q]]
+            if digits or d:
+                digits += 1
+            if digits > 18:
+                return np.int64(0), -1
+            v = v * 10 + d
+            q += 1
+        return (-v if neg else v), 1
+    return np.int64(0), 0
+
+
+@njit(cache=True, _nrt=False)
+def _scan_probes(offsets, data, valid, has_valid, offset, rows, names, name_offs, ndm, page_key, addr_key, hexv,
+                 word, code, arg, npages):
+    """The kprobe events among ``rows`` of an Arrow string array of event fields: a field text
+    ``(NAME+0x0/...) args`` whose NAME is probed function ``c`` (``names``/``name_offs``: the probed names'
+    bytes; the first ``ndm`` are the direct-map ones) gets ``code[k] = c``, its ``page=0x`` (direct map) or
+    ``addr=0x`` argument in ``arg[k]`` and its ``n=``/``numpages=`` one in ``npages[k]`` (:func:`_find_hex`,
+    :func:`_find_n`; 0 when absent); others get -1, 0, 0.  Returns -1 at a value too long for 64 bits (the
+    caller's reference, ``_probe_fields_reference`` in ``engine/stream.py``, parses those), else 0."""
+    nn = name_offs.shape[0] - 1
+    for k in range(rows.shape[0]):
+        code[k] = -1
+        arg[k] = 0
+        npages[k] = 0
+        j = offset + rows[k]
+        if has_valid and not (valid[j >> 3] >> (j & 7)) & 1:
+            continue
+        s, e = offsets[j], offsets[j + 1]
+        if s >= e or data[s] != 40:  # "("
+            continue
+        m = -1  # the first "+0x0/": the name ends there
+        for p in range(s + 1, e - 4):
+            if _same(data, p, _PROBE_MARK, 0, 5):
+                m = p
+                break
+        if m < 0:
+            continue
+        c = -1
+        for i in range(nn):
+            a, b = name_offs[i], name_offs[i + 1]
+            if b - a == m - (s + 1) and _same(data, s + 1, names, a, b):
+                c = i
+                break
+        if c < 0:
+            continue
+        code[k] = c
+        v, found = _find_hex(data, s, e, page_key if c < ndm else addr_key, hexv, word)
+        if found < 0:
+            return -1
+        arg[k] = v
+        if c >= ndm:
+            n, found = _find_n(data, s, e, word)
+            if found < 0:
+                return -1
+            npages[k] = n
+    return 0
+
+
+def probe_fields(fields: pa.Array, rows: np.ndarray, probed: list[str], ndm: int):
+    """:func:`_scan_probes` of an Arrow string array at ``rows``: (code, arg, npages) arrays, or None when
+    a value is too long for the jitted scan."""
+    if isinstance(fields, pa.ChunkedArray):
+        fields = fields.combine_chunks()
+    valid, offs, data = fields.buffers()[:3]
+    n = len(fields)
+    otype = np.int64 if pa.types.is_large_string(fields.type) else np.int32
+    offsets = np.frombuffer(offs, otype, count=fields.offset + n + 1) if n else np.zeros(1, otype)
+    enc = [p.encode() for p in probed]
+    names = np.frombuffer(b"".join(enc), np.uint8)
+    name_offs = np.cumsum([0] + [len(b) for b in enc]).astype(np.int64)
+    code = np.empty(len(rows), np.int64)
+    arg = np.empty(len(rows), np.uint64)
+    npages = np.empty(len(rows), np.int64)
+    if _scan_probes(offsets, _u8(data), _u8(valid), fields.null_count > 0, fields.offset,
+                    np.ascontiguousarray(rows, np.int64), names, name_offs, ndm,
+                    np.frombuffer(b"page=0x", np.uint8), np.frombuffer(b"addr=0x", np.uint8), _HEXV, _WORD, code, arg,
+                    npages) < 0:
+        return None
+    return code, arg, npages

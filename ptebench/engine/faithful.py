@@ -104,7 +104,7 @@ class FaithfulEngine:
         self.amap = amap
         self.binding = binding
         self.opt = options
-        self.pairing = Pairing(len(dmap.state["attr4k"]), options.events)
+        self.pairing = Pairing(len(dmap.state["attr4k"]), options.events, reuse=True)
         self.placement = Placement(len(dmap.state["attr4k"]))
         self.stack_cons = consumers.classify_stacks(stack_index)
         self.stack_cons_none = np.append(self.stack_cons, np.int16(-1)).astype(np.int16)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ptebench.engine.scratch import Reused
 from ptebench.engine.stream import (
     K_ALLOC,
     K_DM_DEFAULT,
@@ -148,16 +149,21 @@ def pair_events(kind, pfn, order, failed, cons_in, mt, start, owner, owner_cons,
 class Pairing:
     """Typed wrapper: persistent pairing state over a stream of chunks."""
 
-    def __init__(self, npfn: int, events: int | None = None) -> None:
+    def __init__(self, npfn: int, events: int | None = None, reuse: bool = False) -> None:
+        """``reuse``: :meth:`feed`'s outputs are arrays that the next call reuses (scratch; a caller that keeps
+        them across chunks copies them)."""
         self.state = new_state(npfn, events)
+        self._out = Reused() if reuse else None
 
     def feed(self, kind: np.ndarray, pfn: np.ndarray, order: np.ndarray, failed: np.ndarray, cons_in: np.ndarray,
              start: int, mt: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         n = len(kind)
         if mt is None:
             mt = np.full(n, -1, dtype=np.int8)
-        pair = np.empty(n, dtype=np.int64)
-        cons = np.empty(n, dtype=np.int16)
+        if self._out is None:
+            pair, cons = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int16)
+        else:
+            pair, cons = self._out.get("pair", n, np.int64), self._out.get("cons", n, np.int16)
         st = self.state
         pair_events(kind, pfn, order, failed, cons_in, mt, start, st["owner"], st["owner_cons"], st["owner_order"],
                     st["owner_mt"], st["freed"], st["stats"], pair, cons)

@@ -32,6 +32,7 @@ import numpy as np
 
 from ptebench.engine.faithful import FaithfulEngine
 from ptebench.engine.placement import MIGRATE_UNMOVABLE, PAGEBLOCK_ORDER
+from ptebench.engine.scratch import Reused
 from ptebench.engine.sim_build import build_ops
 from ptebench.engine.sim_kernel import (  # the op and counter codes, re-exported
     NX,
@@ -93,13 +94,14 @@ class _Buffers:
     """``build_ops()``' output buffers, reused across chunks (the ops live until the next feed): scratch
     sized by the chunk, not state (``__slots__``: the bench's state census does not count it)."""
 
-    __slots__ = ("out", "missing", "scr64", "scr8")
+    __slots__ = ("out", "missing", "scr64", "scr8", "reused")
 
     def __init__(self) -> None:
         self.out = np.empty((len(Ops.FIELDS), 0), np.int64)
         self.missing = np.empty(0, np.int64)
         self.scr64 = np.zeros(3, np.int64)  # sim_ops()' one-op CPA arrays
         self.scr8 = np.zeros(2, np.uint8)
+        self.reused = Reused()
 
     def get(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         if self.out.shape[1] < n:
@@ -249,7 +251,7 @@ class SimulateEngine:
 
     def _run(self, ops: Ops) -> np.ndarray:
         """The jitted path for a run of ops."""
-        out = np.empty(len(ops), dtype=np.int64)
+        out = self._buf.reused.get("run", len(ops), np.int64)  # sim_ops()' per-op results (read by no caller)
         if not len(ops):
             return out
         self.buddy._grow_log()

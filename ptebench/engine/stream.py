@@ -15,7 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ptebench.engine.arrowcols import _fill, _hex_arg, _lookup
+from ptebench.engine.arrowcols import _fill, _hex_arg, _lookup, probe_fields
+from ptebench.engine.scratch import Reused
 
 K_OTHER = 0
 K_ALLOC = 1  # mm_page_alloc
@@ -39,7 +40,8 @@ CPA_APIS = ("set_memory_ro", "set_memory_rw", "set_memory_x", "set_memory_nx", "
             "set_memory_rox")
 
 #: the probed functions the replay knows (direct-map ones, then CPA_APIS), and their kind codes
-_PROBED = pa.array(list(DM_PROBES) + list(CPA_APIS))
+_PROBED_NAMES = list(DM_PROBES) + list(CPA_APIS)
+_PROBED = pa.array(_PROBED_NAMES)
 _PROBED_KIND = np.array(list(DM_PROBES.values()) + [K_CPA] * len(CPA_APIS), dtype=np.int8)
 
 COLUMNS = ["ts_ns", "cpu", "pid", "line", "event", "pfn", "order", "gfp_mask", "failed", "fields", "stack_id",
@@ -77,7 +79,7 @@ class Chunk:
         return len(self.kind)
 
 
-def _event_kinds(col: pa.Array) -> np.ndarray:
+def _event_kinds(col: pa.Array, scratch: Scratch | None = None) -> np.ndarray:
     """Kind code per row; through the dictionary when the column is dictionary-encoded (one lookup per name)."""
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
@@ -85,7 +87,7 @@ def _event_kinds(col: pa.Array) -> np.ndarray:
         lut = np.array([KMEM_KINDS.get(v, K_OTHER) for v in col.dictionary.to_pylist()] + [K_OTHER], dtype=np.int8)
         idx = col.indices
         idx = (idx.fill_null(len(lut) - 1) if idx.null_count else idx).to_numpy(zero_copy_only=False)
-        out = np.empty(len(idx), np.int8)
+        out = np.empty(len(idx), np.int8) if scratch is None else scratch.get("kind", len(idx), np.int8)
         _lookup(lut, idx, out)  # lut.take(idx) without numpy's conversion of the indices to intp
         return out
     ev = pc.cast(col, pa.string())
@@ -101,13 +103,14 @@ _DEFAULTS = {"ts_ns": (0, np.int64), "cpu": (-1, np.int32), "pid": (-1, np.int32
              "fragmenting": (False, bool), "change_ownership": (False, bool), "fallback_migratetype": (-1, np.int8)}
 
 
-def _col(batch, name: str, *, writable: bool = False) -> np.ndarray:
+def _col(batch, name: str, *, writable: bool = False, scratch: Scratch | None = None) -> np.ndarray:
     value, dtype = _DEFAULTS[name]
     if name not in batch.schema.names:  # a pass that did not read this column: a read-only constant view
         if writable:
             return np.full(batch.num_rows, value, dtype=dtype)
         return np.broadcast_to(np.array(value, dtype=dtype), (batch.num_rows,))
-    return _fill(batch.column(name), value, dtype, writable=writable)
+    out = None if scratch is None else scratch.get(name, batch.num_rows, dtype)
+    return _fill(batch.column(name), value, dtype, writable=writable, out=out)
 
 
 class KprobeRows:
@@ -137,12 +140,14 @@ class KprobeRows:
         return int(hi - lo)
 
     def fill(self, start: int, kind: np.ndarray, api: np.ndarray, page: np.ndarray, addr: np.ndarray,
-             npages: np.ndarray) -> None:
+             npages: np.ndarray) -> np.ndarray:
+        """Set the kind and arguments of the kprobe rows in [start, start + len(kind)); returns those rows."""
         lo, hi = np.searchsorted(self.rows, [start, start + len(kind)])
+        r = self.rows[lo:hi] - start
         if hi > lo:
-            r = self.rows[lo:hi] - start
             kind[r], api[r], page[r] = self.kind[lo:hi], self.api[lo:hi], self.page[lo:hi]
             addr[r], npages[r] = self.addr[lo:hi], self.npages[lo:hi]
+        return r
 
 
 def kprobe_arrays(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -157,53 +162,107 @@ def no_kprobes(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
             np.broadcast_to(np.uint64(0), (n,)), np.broadcast_to(np.int64(0), (n,)))
 
 
-def chunk_from_batch(batch: pa.RecordBatch | pa.Table, start: int, kprobes: KprobeRows | None = None) -> Chunk:
+class Scratch(Reused):
+    """Output arrays that :func:`chunk_from_batch` reuses from one batch to the next (``iter_chunks(reuse=True)``,
+    :class:`~ptebench.engine.scratch.Reused`): a chunk's converted columns and kprobe arguments live until the
+    next chunk is made, so a consumer takes copies of what it keeps."""
+
+    __slots__ = ("kprobes", "dirty")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kprobes: tuple[np.ndarray, ...] = kprobe_arrays(0)
+        self.dirty = np.zeros(0, np.int64)  # the kprobe rows the latest chunk set (reset before the next one)
+
+    def kprobe_arrays(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`kprobe_arrays` of ``n`` rows, with their none values."""
+        api, page, addr, npages = self.kprobes
+        if len(api) < n:
+            self.kprobes = api, page, addr, npages = kprobe_arrays(n)
+        else:
+            r = self.dirty
+            api[r], page[r], addr[r], npages[r] = -1, 0, 0, 0
+        self.dirty = np.zeros(0, np.int64)
+        return api[:n], page[:n], addr[:n], npages[:n]
+
+
+def _probe_fields(fields, other: np.ndarray, kind: np.ndarray, api: np.ndarray, page: np.ndarray,
+                  addr: np.ndarray, npages: np.ndarray) -> np.ndarray:
+    """Classify the rows ``other`` (events that are not kmem ones) whose fields name a probed function, and
+    parse their arguments (:func:`~ptebench.engine.arrowcols.probe_fields`); returns the kprobe rows."""
+    got = probe_fields(fields, other, _PROBED_NAMES, len(DM_PROBES))
+    if got is None:  # a value longer than 64 bits: Arrow's regex engine (and int()) as the reference does
+        return _probe_fields_reference(fields, other, kind, api, page, addr, npages)
+    code, arg, n = got
+    sel = np.flatnonzero(code >= 0)
+    rows, code, arg, n = other[sel], code[sel], arg[sel], n[sel]
+    kind[rows] = _PROBED_KIND[code]
+    dm = code < len(DM_PROBES)
+    page[rows[dm]] = arg[dm]
+    cpa = ~dm
+    api[rows[cpa]] = code[cpa] - len(DM_PROBES)
+    addr[rows[cpa]] = arg[cpa]
+    npages[rows[cpa]] = n[cpa]
+    return rows
+
+
+def _probe_fields_reference(fields, other: np.ndarray, kind: np.ndarray, api: np.ndarray, page: np.ndarray,
+                            addr: np.ndarray, npages: np.ndarray) -> np.ndarray:
+    """:func:`_probe_fields` through Arrow's string functions (its differential tests' reference)."""
+    fields = pc.take(fields, pa.array(other))
+    is_probe = np.asarray(pc.fill_null(pc.starts_with(fields, "("), False).to_numpy(zero_copy_only=False), bool)
+    probe = other[is_probe]
+    f = pc.filter(fields, pa.array(is_probe))
+    # the probed function: "(NAME+0x0/0x..) args"; the arguments of the two kinds, on their rows only
+    parts = pc.split_pattern(f, "+0x0/", max_splits=1)
+    name = pc.utf8_slice_codeunits(pc.list_element(parts, 0), 1)
+    funcs = pc.if_else(pc.equal(pc.list_value_length(parts), 2), name, None)
+    code = pc.index_in(funcs, value_set=_PROBED).fill_null(-1).to_numpy(zero_copy_only=False)
+    dm = np.flatnonzero((code >= 0) & (code < len(DM_PROBES)))
+    if len(dm):
+        rows = probe[dm]
+        kind[rows] = _PROBED_KIND[code[dm]]
+        page[rows] = _hex_arg(f.take(pa.array(dm)), "page")
+    cpa = np.flatnonzero(code >= len(DM_PROBES))
+    if len(cpa):
+        rows, fc = probe[cpa], f.take(pa.array(cpa))
+        kind[rows] = K_CPA
+        api[rows] = code[cpa] - len(DM_PROBES)
+        addr[rows] = _hex_arg(fc, "addr")
+        nm = pc.struct_field(pc.extract_regex(fc, r"\bn(?:umpages)?=(?P<n>-?[0-9]+)"), "n").to_pylist()
+        npages[rows] = [int(v) if v else 0 for v in nm]
+    return probe[code >= 0]
+
+
+def chunk_from_batch(batch: pa.RecordBatch | pa.Table, start: int, kprobes: KprobeRows | None = None,
+                     scratch: Scratch | None = None) -> Chunk:
     """Classify one batch of the Parquet ``events`` schema into flat arrays (columns not read get defaults);
-    ``kprobes``: the kprobe rows as an earlier pass parsed them (then ``fields`` is not needed)."""
+    ``kprobes``: the kprobe rows as an earlier pass parsed them (then ``fields`` is not needed); ``scratch``:
+    reuse its arrays for the converted columns (see :class:`Scratch`)."""
     n = batch.num_rows
-    kind = _event_kinds(batch.column("event"))
+    kind = _event_kinds(batch.column("event"), scratch)
     parse = kprobes is None and "fields" in batch.schema.names
     other = np.flatnonzero(kind == K_OTHER) if parse else np.zeros(0, np.int64)
     # the kprobe arguments: arrays only when the chunk may hold kprobes (else read-only constant views)
     if len(other) or (kprobes is not None and kprobes.count(start, n)):
-        api, page, addr, npages = kprobe_arrays(n)
+        api, page, addr, npages = kprobe_arrays(n) if scratch is None else scratch.kprobe_arrays(n)
+        if kprobes is not None:
+            rows = kprobes.fill(start, kind, api, page, addr, npages)
+        else:  # kprobes are among the events that are not kmem ones
+            rows = _probe_fields(batch.column("fields"), other, kind, api, page, addr, npages)
+        if scratch is not None:
+            scratch.dirty = rows  # to be reset before the next chunk
     else:
         api, page, addr, npages = no_kprobes(n)
-    if kprobes is not None:
-        kprobes.fill(start, kind, api, page, addr, npages)
-    # kprobes are among the events that are not kmem ones
-    probe = other
-    if len(other):
-        fields = pc.take(batch.column("fields"), pa.array(other))
-        is_probe = np.asarray(pc.fill_null(pc.starts_with(fields, "("), False).to_numpy(zero_copy_only=False), bool)
-        probe = other[is_probe]
-        f = pc.filter(fields, pa.array(is_probe))
-        # the probed function: "(NAME+0x0/0x..) args"; the arguments of the two kinds, on their rows only
-        parts = pc.split_pattern(f, "+0x0/", max_splits=1)
-        name = pc.utf8_slice_codeunits(pc.list_element(parts, 0), 1)
-        funcs = pc.if_else(pc.equal(pc.list_value_length(parts), 2), name, None)
-        code = pc.index_in(funcs, value_set=_PROBED).fill_null(-1).to_numpy(zero_copy_only=False)
-        dm = np.flatnonzero((code >= 0) & (code < len(DM_PROBES)))
-        if len(dm):
-            rows = probe[dm]
-            kind[rows] = _PROBED_KIND[code[dm]]
-            page[rows] = _hex_arg(f.take(pa.array(dm)), "page")
-        cpa = np.flatnonzero(code >= len(DM_PROBES))
-        if len(cpa):
-            rows, fc = probe[cpa], f.take(pa.array(cpa))
-            kind[rows] = K_CPA
-            api[rows] = code[cpa] - len(DM_PROBES)
-            addr[rows] = _hex_arg(fc, "addr")
-            nm = pc.struct_field(pc.extract_regex(fc, r"\bn(?:umpages)?=(?P<n>-?[0-9]+)"), "n").to_pylist()
-            npages[rows] = [int(v) if v else 0 for v in nm]
+
+    def col(name: str, writable: bool = False) -> np.ndarray:
+        return _col(batch, name, writable=writable, scratch=scratch)
     return Chunk(
-        start=start, kind=kind, api=api,
-        ts=_col(batch, "ts_ns"), cpu=_col(batch, "cpu"), pid=_col(batch, "pid"), line=_col(batch, "line"),
-        pfn=_col(batch, "pfn", writable=True), order=_col(batch, "order"), gfp=_col(batch, "gfp_mask"),
-        failed=_col(batch, "failed"), stack=_col(batch, "stack_id"), page=page, addr=addr, npages=npages,
-        mt=_col(batch, "migratetype"), percpu_refill=_col(batch, "percpu_refill"),
-        fragmenting=_col(batch, "fragmenting"), change_ownership=_col(batch, "change_ownership"),
-        fallback_mt=_col(batch, "fallback_migratetype"),
+        start=start, kind=kind, api=api, ts=col("ts_ns"), cpu=col("cpu"), pid=col("pid"), line=col("line"),
+        pfn=col("pfn", writable=True), order=col("order"), gfp=col("gfp_mask"), failed=col("failed"),
+        stack=col("stack_id"), page=page, addr=addr, npages=npages, mt=col("migratetype"),
+        percpu_refill=col("percpu_refill"), fragmenting=col("fragmenting"),
+        change_ownership=col("change_ownership"), fallback_mt=col("fallback_migratetype"),
     )
 
 
@@ -267,10 +326,11 @@ class _RowGroupColumns:
 
 
 def iter_chunks(trace, rows: int = 1 << 20, columns: list[str] | None = None,
-                kprobes: KprobeRows | None = None, lazy: bool = False) -> Iterator[Chunk]:
+                kprobes: KprobeRows | None = None, lazy: bool = False, reuse: bool = False) -> Iterator[Chunk]:
     """The trace's events in (ts, seq) order, ``rows`` at a time; ``columns`` limits what is read;
     ``kprobes``: the trace's kprobe rows from an earlier pass (``fields`` is then not read); ``lazy``:
-    chunks read ``ts`` and ``line`` only when used (:class:`LazyChunk`)."""
+    chunks read ``ts`` and ``line`` only when used (:class:`LazyChunk`); ``reuse``: each chunk's converted
+    arrays are reused by the next one (:class:`Scratch`: a consumer keeps copies, not the arrays)."""
     start = 0
     columns = columns or COLUMNS
     if kprobes is not None:
@@ -280,8 +340,9 @@ def iter_chunks(trace, rows: int = 1 << 20, columns: list[str] | None = None,
         columns = [c for c in columns if c not in _RowGroupColumns.NAMES]
         source = _RowGroupColumns(trace._file)
     # one decoding thread: the replay is one sequential consumer, and CPU time is what it costs
+    scratch = Scratch() if reuse else None
     for batch in trace._file.iter_batches(batch_size=rows, columns=columns, use_threads=False):
-        ch = chunk_from_batch(batch, start, kprobes)
+        ch = chunk_from_batch(batch, start, kprobes, scratch)
         if source is not None:
             ch = LazyChunk(**{**vars(ch), "ts": None, "line": None})
             ch._source = source

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from ptebench.engine.scratch import Reused
 from ptebench.engine.stream import (
     K_ALLOC,
     K_EXTFRAG,
@@ -149,23 +150,25 @@ class FirstEventScan:
         self.refreed: list[np.ndarray] = []
         self.unseen: list[np.ndarray] = []
         self.seeds: list[np.ndarray] = []
+        self._scratch = Reused()  # feed()'s outputs
 
     def feed(self, ch) -> None:
         n = len(ch)
         if not n:
             return
-        # one (row, pfn) pair per page event at most: the pages of the chunk bound both outputs
-        bound = int((np.int64(1) << ch.order.astype(np.int64)).sum())
-        pairs = np.empty((bound, 3), np.int64)
-        kinds = np.empty(bound, np.int8)
-        seeds = np.empty((n, 6), np.int64)
+        # one (row, pfn) pair per page event at most: the pages of the chunk bound both outputs (scratch
+        # arrays that the next chunk reuses)
+        bound = _page_count(ch.order)
+        scr = self._scratch
+        pairs, kinds = scr.get("pairs", bound, np.int64, 3), scr.get("kinds", bound, np.int8)
+        seeds = scr.get("seeds", n, np.int64, 6)
         np_, ns = _first_events_chunk(ch.kind, ch.pfn, ch.order, ch.failed, ch.mt, ch.fallback_mt, ch.cpu,
                                       ch.start, self.thp, self.first, self.first_row, self.pbmt, self.last,
                                       self.last_row, pairs, kinds, seeds)
         pairs, kinds = pairs[:np_], kinds[:np_]
         self.refreed.append(pairs[kinds == 3])
         self.unseen.append(pairs[kinds == 4])
-        self.seeds.append(seeds[:ns])
+        self.seeds.append(seeds[:ns].copy())
 
     def result(self) -> FirstEvents:
         seeds = np.concatenate(self.seeds) if self.seeds else np.zeros((0, 6), np.int64)
@@ -174,6 +177,15 @@ class FirstEventScan:
         pcp = [r for r, d in zip(recs, drain, strict=True) if not d]
         pcp += [r for r, d in zip(recs[::-1], drain[::-1], strict=True) if d]
         return FirstEvents(self.first, self.pbmt, pcp, self.first_row, _by_row(self.refreed), _by_row(self.unseen))
+
+
+@njit(cache=True, _nrt=False)
+def _page_count(order):
+    """The pages of blocks of these orders (``sum(1 << order)``)."""
+    n = 0
+    for i in range(order.shape[0]):
+        n += np.int64(1) << np.int64(order[i])
+    return n
 
 
 @njit(cache=True, _nrt=False)
