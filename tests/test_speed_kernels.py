@@ -25,6 +25,7 @@ from ptebench.engine.stream import (
     Chunk,
 )
 from ptebench.sim import buddy as B
+from ptebench.sim import directmap as D
 from ptebench.sim.buddy_init import F_BUDDY, F_PCP, F_USED, NO_ROW, PAGEBLOCK_ORDER, FirstEventScan
 
 KINDS = [K_ALLOC, K_ALLOC, K_FREE, K_FREE, K_FREE_BATCHED, K_ZONE_LOCKED, K_PCPU_DRAIN, K_EXTFRAG, K_OTHER,
@@ -177,7 +178,8 @@ def test_witness_walk_keeps_what_witnesses_see(seed):
 
 def build_reference(ev, cons_in, pair, cons, run, start, unseen, refreed, mt_gfp, is_witness, acts, ncons,
                     extra_rows, extra):
-    """Plain walk of ``build_ops()``' rules: a list of op tuples (``Ops.FIELDS`` order)."""
+    """Plain walk of ``sim_chunk()``'s rules for turning events into ops: a list of op tuples (``OP_FIELDS``
+    order)."""
     from ptebench.engine.sim_kernel import S_ALLOC, S_FREE
 
     out = []
@@ -207,46 +209,73 @@ def build_reference(ev, cons_in, pair, cons, run, start, unseen, refreed, mt_gfp
     return out
 
 
+def _sim_engine(npfn: int, ncons: int, acts: np.ndarray, is_witness: np.ndarray, intercepts=()):
+    """A simulate engine over a fresh machine (every page free) with a stand-in for the faithful engine."""
+    from types import SimpleNamespace
+
+    from ptebench import policies
+    from ptebench.engine.simulate import SimulateEngine
+    from ptebench.sim.dmap import DirectMap
+
+    buddy = B.Buddy.from_zones([("DMA32", 0, npfn)], 4, min_free_kbytes=128)
+    buddy.set_free_blocks([(p, 10) for p in range(0, npfn, 1024)])
+    half = ncons - 1
+    f = SimpleNamespace(consumers=SimpleNamespace(names=[f"c{k}" for k in range(half)]),
+                        binding=SimpleNamespace(areas=[]), alloc_act=acts[:half], free_act=acts[ncons:ncons + half],
+                        is_witness=is_witness)
+    policy = policies.Policy()
+    policy.intercepts = tuple(intercepts)
+    dm = DirectMap(npfn)
+    dm.state["pud"][0] = D.LEAF  # one 1G page: the first CPA splits it
+    dm.state["attr1g"][0] = D.ATTR_DEFAULT
+    sim = SimulateEngine(f, dm, buddy, policy)
+    sim.dmap.log = np.zeros((2, sim.dmap.log.shape[1]), np.int64)  # grown on the way (ST_LOG)
+    return sim
+
+
 @pytest.mark.parametrize("seed", range(4))
-def test_build_ops_against_reference(seed):
-    from ptebench.engine.sim_build import build_ops
-    from ptebench.engine.simulate import MT_GFP, Ops
+def test_sim_chunk_ops_against_reference(seed):
+    """The ops ``sim_chunk()`` turns the events into (recorded as it applies them) against a plain walk of the
+    rules (``build_reference``), through the engine's driver: request words learnt on the way, the split log
+    grown, built ops at their rows, a policy's hooks stopping the loop and resuming it."""
+    from ptebench.engine.sim_kernel import NCOL
+    from ptebench.engine.simulate import MT_GFP, OP_FIELDS
 
     rng = np.random.default_rng(seed)
-    n, ncons = 800, 4
-    ev = _events(seed, n, 1 << 12)
-    ev["order"] = np.minimum(ev["order"], 10).astype(np.int8)
+    n, ncons, npfn = 800, 4, 1 << 13
+    ev = _events(seed, n, npfn - 64)
+    ev["order"] = np.minimum(ev["order"], 3).astype(np.int8)
     ev["gfp"] = rng.choice(np.array([B.GFP_KERNEL, 0x100cca, 0x400dc0, 0x2800, 0xcc0], np.uint64), n)
     cons_in = rng.integers(-1, ncons - 1, n).astype(np.int16)
     pair = rng.choice([-2, -1, 5, 9], n).astype(np.int64)
     cons = rng.integers(-1, ncons - 1, n).astype(np.int16)
     run = rng.choice([0, 1], n).astype(np.int64)
     is_witness = np.array([False, True, False, False])  # ncons - 1 consumers, then id -1
-    acts = rng.integers(0, 4, (2 * ncons, 4)).astype(np.int64)
-    acts[ncons - 1] = acts[2 * ncons - 1] = 0
+    acts = np.zeros((2 * ncons, 4), np.int64)
+    acts[[0, ncons + 2]] = [1, 0, 4, 1]  # consumer 0 acts on allocation, consumer 2 on free: CPA ops
     unseen = np.sort(rng.choice(n, 30, replace=False)).astype(np.int64)
     refreed = np.sort(rng.choice(n, 30, replace=False)).astype(np.int64)
     extra_rows = np.sort(rng.choice(n + 1, 25)).astype(np.int64)
-    extra = rng.integers(0, 50, (25, 12)).astype(np.int64)
+    extra = np.zeros((25, NCOL), np.int64)  # kind 0: ops that apply nothing, at their rows
+    extra[:, 1:] = rng.integers(0, 50, (25, NCOL - 1))
+    extra[:, 9] = 0
     start = 1000 * seed
     want = build_reference(ev, cons_in, pair, cons, run, start, set(unseen.tolist()), set(refreed.tolist()), MT_GFP,
                            is_witness, acts, ncons, extra_rows.tolist(), extra.tolist())
-    keys, words = np.zeros(0, np.int64), np.zeros(0, np.int64)
-    out = np.empty((12, n + 25), np.int64)
-    missing = np.empty(n, np.int64)
-    for _ in range(3):
-        m = build_ops(ev["kind"], ev["failed"], ev["pfn"], ev["order"], ev["cpu"], ev["mt"], ev["gfp"], cons_in, pair,
-                      cons, run, start, unseen, refreed, MT_GFP, is_witness, acts, ncons, keys, words, extra_rows,
-                      np.ascontiguousarray(extra.T), out, missing)
-        if m >= 0:
-            break
-        new = np.unique(missing[:-m])  # the engine's request cache, learning the missing words
-        keys = np.concatenate([keys, new])
-        words = np.concatenate([words, B.requests(new // B.MAX_ORDER, new % B.MAX_ORDER)])
-        o = np.argsort(keys)
-        keys, words = keys[o], words[o]
-    assert m >= 0 and len(Ops.FIELDS) == 12
-    assert [tuple(r) for r in out[:, :m].T.tolist()] == want
+    mask = ~(D.F_COLLAPSE | D.F_KERNEL_4K)  # a 6.1 kernel's CPA knows neither flag
+    want = [(*w[:8], w[8] & mask, *w[9:]) for w in want]
+    hooked = []
+    for intercepts in ((), ("c2",)):
+        sim = _sim_engine(npfn, ncons, acts, is_witness, intercepts)
+        sim._hook = lambda row: hooked.append(row)  # noqa: B023 (the hook of this engine)
+        sim._buf.rec = np.zeros((len(want) + 8, NCOL), np.int64)
+        sim._buf.pos[4] = 0
+        sim._sim(extra_rows, extra, (ev["kind"], ev["failed"], ev["pfn"], ev["order"], ev["cpu"], ev["mt"],
+                                     ev["gfp"], cons_in, pair, cons, run, start, unseen, refreed))
+        got = [tuple(r) for r in sim._buf.rec[: sim._buf.pos[4]].tolist()]
+        assert len(OP_FIELDS) == NCOL and got == want
+        assert sim.xs[0] > 0 and int(sim.dmap.log_n[0]) > 0  # allocations made, splits logged past a grown log
+    assert hooked and all(r[10] == 2 and r[0] in (1, 2) for r in hooked)
 
 
 def test_fill_from_buffers_matches_fill_null():
@@ -489,17 +518,17 @@ def test_kprobe_fields_parse_against_reference():
 
 def test_per_event_kernels_run_without_the_nrt():
     """The per-op and per-event loops are compiled without numba's reference counting: with it, every array
-    alias the inlined buddy code makes in ``sim_ops`` cost an atomic incref/decref pair (about two thirds of
+    alias the inlined buddy code makes in ``sim_chunk`` cost an atomic incref/decref pair (about two thirds of
     that loop's time).  None of them allocates; ``_cpa`` uses the caller's scratch for its one-op arrays."""
-    from ptebench.engine import arrowcols, faithful_rows, pairing, placement, prepass, sim_build, sim_kernel, store
+    from ptebench.engine import arrowcols, faithful_rows, pairing, placement, prepass, sim_kernel, store
     from ptebench.sim import buddy_init
 
-    kernels = [sim_kernel.sim_ops, sim_kernel._cpa, sim_build.build_ops, pairing.pair_events,
+    kernels = [sim_kernel.sim_chunk, sim_kernel._cpa, pairing.pair_events,
                placement._placement_chunk, prepass._last_alloc, buddy_init._first_events_chunk, B.run_ops,
                arrowcols._fill_valid, arrowcols._bool_bits, arrowcols._lookup, arrowcols._scan_hex,
                arrowcols._find_hex, arrowcols._find_n, arrowcols._same, arrowcols._scan_probes, buddy_init._page_count,
                faithful_rows.chunk_rows, store.ranges, store.pack_flags, store.unpack_flags]
-    if not hasattr(sim_kernel.sim_ops, "targetoptions"):
+    if not hasattr(sim_kernel.sim_chunk, "targetoptions"):
         pytest.skip("NUMBA_DISABLE_JIT: plain Python functions")
     assert [k.__name__ for k in kernels if k.targetoptions.get("_nrt") is not False] == []
 

@@ -890,7 +890,7 @@ def run_replay_bench(opts: ReplayBenchOptions, progress: ProgressLike = None) ->
     paired = pairing["paired_frees"] / pairing["frees"] if pairing.get("frees") else 1.0
     loop_cpu = float(pres["timing"].get("model_cpu_s") or 0.0)  # CPU time inside the jitted model loop
     loop_rate = pres["events"] / loop_cpu if loop_cpu > 0 else None
-    loop_note = (f"; the jitted model loop alone (build_ops + sim_ops, timing.model_cpu_s) {loop_cpu:.2f} CPU s = "
+    loop_note = (f"; the jitted model loop alone (sim_chunk, timing.model_cpu_s) {loop_cpu:.2f} CPU s = "
                  f"{loop_rate / 1e6:.2f} M events/CPU-s, {loop_rate / r_rate:.1%} of buddy_ref" if loop_rate else "")
     contenders = [
         {"name": "ptebench", "label": "ptebench simulate", "unit": "events", "count": pres["events"], "cpu_s": p_cpu,

@@ -1,7 +1,7 @@
 """Simulate mode: the trace gives the requests, the modeled buddy allocator chooses the pfns.
 
-Per event, in order (per chunk, one jitted walk builds the ops, ``engine/sim_build.py``, and another
-applies them, :func:`sim_ops` in ``engine/sim_kernel.py``):
+Per event, in order (per chunk, one jitted walk turns each event into its op and applies it at once,
+:func:`sim_chunk` in ``engine/sim_kernel.py``):
 
 - ``mm_page_alloc`` (not a witness, not failed): ``__alloc_pages()`` of the model
   (``sim/buddy.py``) for the same order, gfp and CPU; the kernel's pfns map to the model's
@@ -32,24 +32,27 @@ import numpy as np
 
 from ptebench.engine.faithful import FaithfulEngine
 from ptebench.engine.placement import MIGRATE_UNMOVABLE, PAGEBLOCK_ORDER
-from ptebench.engine.scratch import Reused
-from ptebench.engine.sim_build import build_ops
 from ptebench.engine.sim_kernel import (  # the op and counter codes, re-exported
+    NCOL,
+    NPOS,
     NX,
     S_ALLOC,
     S_AREA,
     S_CPA_K,
     S_CPA_P,
-    S_FREE,
     S_PLACED,
+    ST_DONE,
+    ST_HOOK,
+    ST_LOG,
+    ST_MISSING,
     X_ALLOC_FAILED,
     X_ALLOCS,
     X_FREE_UNMAPPED,
     X_FREES,
     X_NAMES,
-    sim_ops,
+    sim_chunk,
 )
-from ptebench.engine.stream import CPA_APIS, K_CPA, Chunk
+from ptebench.engine.stream import CPA_APIS, K_ALLOC, K_CPA, K_DM_INVALID, K_ZONE_LOCKED, Chunk
 from ptebench.parse.gfp import GFP_NAMES
 from ptebench.policies import Policy
 from ptebench.sim import buddy as B
@@ -61,53 +64,31 @@ MT_GFP = np.array([B.GFP_KERNEL, GFP_NAMES["GFP_HIGHUSER_MOVABLE"], B.GFP_KERNEL
                   dtype=np.uint64)
 
 
-class Ops:
-    """One run of simulate ops as flat arrays, in order: kind (``S_*``), order, request word (the pfn of
-    ``S_PLACED``), cpu, kernel pfn, migratetype, the CPA (set, clr, flags, npages; none when npages is 0),
-    the consumer id (-1 none) and the origin event."""
+#: the fields of one simulate op (a row of the built ops ``sim_chunk()`` takes, and of a policy hook's op): kind
+#: (``S_*``), order, request word (the pfn of ``S_PLACED``), cpu, kernel pfn, migratetype, the CPA (set, clr,
+#: flags, npages; none when npages is 0), the consumer id (-1 none) and the origin event
+OP_FIELDS = ("kind", "order", "req", "cpu", "kpfn", "mt", "cset", "cclr", "cflags", "cn", "cid", "origin")
 
-    FIELDS = ("kind", "order", "req", "cpu", "kpfn", "mt", "cset", "cclr", "cflags", "cn", "cid", "origin")
-    DTYPES = (np.int64, np.int64, np.int64, np.int64, np.int64, np.int8, np.uint8, np.uint8, np.int64, np.int64,
-              np.int64, np.int64)
 
-    def __init__(self, **cols: np.ndarray) -> None:
-        for name, dt in zip(self.FIELDS, self.DTYPES, strict=True):
-            setattr(self, name, np.ascontiguousarray(cols[name], dtype=dt))
-
-    @classmethod
-    def from_rows(cls, rows: list[tuple]) -> Ops:
-        """Rows of (kind, order, req, cpu, kpfn, mt, set, clr, flags, cn, cid, origin)."""
-        a = np.array(rows, dtype=np.int64).reshape(-1, len(cls.FIELDS))
-        return cls(**{name: a[:, k] for k, name in enumerate(cls.FIELDS)})
-
-    def __len__(self) -> int:
-        return len(self.kind)
-
-    def take(self, sel) -> Ops:
-        return Ops(**{name: getattr(self, name)[sel] for name in self.FIELDS})
-
-    def row(self, i: int) -> tuple[int, ...]:
-        return tuple(int(getattr(self, name)[i]) for name in self.FIELDS)
+def op_rows(rows: list[tuple]) -> np.ndarray:
+    """Ops as ``sim_chunk()``'s built ops: one row of :data:`OP_FIELDS` each."""
+    return np.array(rows, dtype=np.int64).reshape(-1, NCOL)
 
 
 class _Buffers:
-    """``build_ops()``' output buffers, reused across chunks (the ops live until the next feed): scratch
-    sized by the chunk, not state (``__slots__``: the bench's state census does not count it)."""
+    """``sim_chunk()``'s small arrays, reused across chunks: scratch, not state (``__slots__``: the bench's state
+    census does not count it)."""
 
-    __slots__ = ("out", "missing", "scr64", "scr8", "reused")
+    __slots__ = ("scr64", "scr8", "pos", "op", "rec", "no_rows", "no_extra")
 
     def __init__(self) -> None:
-        self.out = np.empty((len(Ops.FIELDS), 0), np.int64)
-        self.missing = np.empty(0, np.int64)
-        self.scr64 = np.zeros(3, np.int64)  # sim_ops()' one-op CPA arrays
+        self.scr64 = np.zeros(3, np.int64)  # _cpa()'s one-op CPA arrays
         self.scr8 = np.zeros(2, np.uint8)
-        self.reused = Reused()
-
-    def get(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        if self.out.shape[1] < n:
-            self.out = np.empty((len(Ops.FIELDS), n), np.int64)
-            self.missing = np.empty(n, np.int64)
-        return self.out, self.missing
+        self.pos = np.zeros(NPOS, np.int64)
+        self.op = np.zeros(NCOL, np.int64)
+        self.rec = np.zeros((0, NCOL), np.int64)  # no recording (the tests give it rows)
+        self.no_rows = np.zeros(0, np.int64)
+        self.no_extra = np.zeros((0, NCOL), np.int64)
 
 
 class SimulateEngine:
@@ -118,6 +99,8 @@ class SimulateEngine:
         self.f = faithful
         self.policy = policy or Policy()
         self.intercept = np.array([name in self.policy.intercepts for name in faithful.consumers.names], dtype=bool)
+        # CPA_COLLAPSE and _PAGE_KERNEL_4K exist from 6.15 on: older kernels' ops carry neither flag
+        self.flag_mask = ~np.int64(D.F_COLLAPSE | D.F_KERNEL_4K) if sim_dmap.kernel < (6, 15) else np.int64(-1)
         self._cur = (0, 0, 0)  # origin event, running flag, cpu of the hook being called
         self.dmap = sim_dmap
         self.buddy = buddy
@@ -134,7 +117,7 @@ class SimulateEngine:
         self.acts = np.vstack([faithful.alloc_act, none, faithful.free_act, none]).astype(np.int64)
         self.consumer_of_event: dict[int, tuple[str, int, int, int]] = {}
         self._named = 0  # split-log rows whose origin has been named
-        self.model_cpu_s = 0.0  # CPU time in the jitted model loop (build_ops + sim_ops), for result.timing
+        self.model_cpu_s = 0.0  # CPU time in the jitted model loop (sim_chunk), for result.timing
         self._req_keys = np.zeros(0, np.int64)  # request words by gfp * MAX_ORDER + order, sorted
         self._req_words = np.zeros(0, np.int64)
         self._buf = _Buffers()
@@ -148,7 +131,7 @@ class SimulateEngine:
         # classify as the faithful engine does (it runs first on the same chunk and keeps its own state)
         cons_in, pair, cons = f.last_classification
         run = f.last_run
-        # the bulk (allocations and frees) in row order, with the kprobe-driven ops (rare) at their rows
+        # the events in row order, with the kprobe-driven ops (rare) at their rows
         end = ch.start + len(ch)
         lo, hi = np.searchsorted(self.unseen, [ch.start, end])
         unseen = self.unseen[lo:hi] - ch.start  # __alloc_pages_bulk() allocations shown only by their zone_locked
@@ -157,45 +140,51 @@ class SimulateEngine:
         if f.opt.use_kprobes:
             rows, extra = self._kprobe_rows(ch, run)
         else:
-            rows, extra = np.zeros(0, np.int64), Ops.from_rows([])
-        cols = np.stack([getattr(extra, name).astype(np.int64) for name in Ops.FIELDS])
-        need = len(ch) + len(extra)
-        out, missing = self._buf.get(need)
-        t0 = time.process_time()
-        while True:
-            m = build_ops(ch.kind, ch.failed, ch.pfn, ch.order, ch.cpu, ch.mt, ch.gfp, cons_in, pair, cons, run,
-                          ch.start, unseen, refreed, MT_GFP, f.is_witness, self.acts, len(f.alloc_act) + 1,
-                          self._req_keys, self._req_words, rows, cols, out, missing)
-            if m >= 0:
-                break
-            self._learn_requests(missing[:-m])
-        self.model_cpu_s += time.process_time() - t0
-        ops = Ops(**{name: out[k, :m] for k, name in enumerate(Ops.FIELDS)})
-        if not len(ops):
-            return
-        if self.dmap.kernel < (6, 15):
-            ops.cflags &= ~np.int64(D.F_COLLAPSE | D.F_KERNEL_4K)
-        self._reserve_dlog(ops.cn)
-        if self.intercept.any():
-            hooked = ((ops.kind == S_ALLOC) | (ops.kind == S_FREE)) & (ops.cid >= 0)
-            hooked &= self.intercept[np.where(ops.cid >= 0, ops.cid, 0)]
-            hooks = np.flatnonzero(hooked).tolist()
-        else:
-            hooks = []
-        start = 0
-        for h in hooks:
-            self._run(ops.take(slice(start, h)))
-            self._hook(ops.row(h))
-            start = h + 1
-        self._run(ops.take(slice(start, len(ops))) if start else ops)
-        self._name_origins(ch, ops)
+            rows, extra = self._buf.no_rows, self._buf.no_extra
+        self._sim(rows, extra, (ch.kind, ch.failed, ch.pfn, ch.order, ch.cpu, ch.mt, ch.gfp, cons_in, pair, cons,
+                                run, ch.start, unseen, refreed))
+        self._name_origins(ch, cons_in, pair, cons)
 
-    def _kprobe_rows(self, ch: Chunk, run: np.ndarray) -> tuple[np.ndarray, Ops]:
-        """The chunk's kprobe ops in order (their rows, and the ops without the rows' positions), from the
+    def _sim(self, extra_row: np.ndarray, extra: np.ndarray, rows: tuple | None = None) -> None:
+        """Run ``sim_chunk()`` over a chunk's ``rows`` (its arrays, as ``feed()`` passes them; none: only the
+        built ops ``extra``, at ``extra_row``) to the end: learning missing request words, growing the split
+        log, calling the policy's hooks on the way."""
+        buf = self._buf
+        if rows is None:
+            z = buf.no_rows
+            rows = (z.astype(np.int8), z.astype(bool), z, z.astype(np.int8), z.astype(np.int32), z.astype(np.int8),
+                    z.astype(np.uint64), z.astype(np.int16), z, z.astype(np.int16), z, 0, z, z)
+        pos, op = buf.pos, buf.op
+        pos[:4] = 0
+        bst, st = self.buddy.state, self.dmap.state
+        while True:
+            self.buddy._grow_log()
+            t0 = time.process_time()
+            status = sim_chunk(*[bst[k] for k in B.STATE_ORDER], st["pud"], st["pmd"], st["attr1g"], st["attr2m"],
+                               st["attr4k"], st["kernel4k"], st["ctr"], self.dmap.log, self.dmap.log_n, self.dmap.gbpages,
+                               self.kmap, self.mmt, self.touched, self.xs, self.pt_req, buf.scr64, buf.scr8, *rows,
+                               MT_GFP, self.f.is_witness, self.acts, len(self.f.alloc_act) + 1, self._req_keys,
+                               self._req_words, extra_row, extra, self.flag_mask, self.intercept, pos, op, buf.rec)
+            self.model_cpu_s += time.process_time() - t0
+            if status == ST_DONE:
+                return
+            if status == ST_MISSING:
+                self._learn_requests(op[:1].copy())
+            elif status == ST_LOG:
+                self._grow_dlog(int(op[0]))
+            elif status == ST_HOOK:
+                p = pos[:4].copy()  # the hook may run ops of its own through this loop
+                self._hook(tuple(int(v) for v in op))
+                pos[:4] = p
+
+    def _kprobe_rows(self, ch: Chunk, run: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The chunk's kprobe ops in order (their rows, and the ops, :data:`OP_FIELDS` rows), from the
         faithful engine's decoding of the same chunk (``FaithfulEngine.last_kprobes``): the direct-map kprobes
         that no consumer's own change confirms, and each set_memory_* call after the area pages it binds."""
         dm, dm_set, dm_clr, cpa = self.f.last_kprobes
         n = len(dm)
+        if not n and not len(cpa) and not np.any(ch.kind == K_CPA):
+            return self._buf.no_rows, self._buf.no_extra
         cols = [dm, np.zeros(n, np.int64), np.full(n, S_CPA_K), np.zeros(n, np.int64), np.zeros(n, np.int64),
                 ch.cpu[dm], ch.pfn[dm], np.full(n, -1), dm_set, dm_clr, D.F_NOFLUSH | run[dm], np.ones(n, np.int64),
                 np.full(n, -1)]
@@ -217,20 +206,25 @@ class SimulateEngine:
             cols = [np.concatenate([col, extra[:, k]]) for k, col in enumerate(cols)]
             o = np.lexsort((cols[1], cols[0]))  # by event, then sub-position (area pages before the call)
             cols = [col[o] for col in cols]
-        j = cols[0]
-        return j, Ops(**dict(zip(Ops.FIELDS, cols[2:] + [ch.start + j], strict=True)))
+        j = np.asarray(cols[0], np.int64)
+        ops = np.empty((len(j), NCOL), np.int64)
+        for k, col in enumerate(cols[2:]):
+            ops[:, k] = col
+        ops[:, NCOL - 1] = ch.start + j
+        return j, ops
 
     def _learn_requests(self, keys: np.ndarray) -> None:
-        """Add the request words of these ``gfp * MAX_ORDER + order`` keys to the cache ``build_ops()`` reads."""
+        """Add the request words of these ``gfp * MAX_ORDER + order`` keys to the cache ``sim_chunk()`` reads."""
         new = np.unique(keys)
         self._req_keys = np.concatenate([self._req_keys, new])
         self._req_words = np.concatenate([self._req_words, B.requests(new // B.MAX_ORDER, new % B.MAX_ORDER)])
         o = np.argsort(self._req_keys)
         self._req_keys, self._req_words = self._req_keys[o], self._req_words[o]
 
-    def _name_origins(self, ch: Chunk, ops: Ops) -> None:
+    def _name_origins(self, ch: Chunk, cons_in: np.ndarray, pair: np.ndarray, cons: np.ndarray) -> None:
         """Name the event of each split-log row this chunk added (consumer, ts, line, stack), for the split
-        table: the first op of the event that makes a CPA call."""
+        table: the consumer of the event's op (``sim_chunk()``'s: an allocation's own, a free's pairing's; none
+        for a kprobe's, which names its probed function)."""
         log_n = int(self.dmap.log_n[0])
         if log_n == self._named:
             return
@@ -239,32 +233,22 @@ class SimulateEngine:
             j = g - ch.start
             if g in self.consumer_of_event or not 0 <= j < len(ch):
                 continue
-            lo, hi = np.searchsorted(ops.origin, [g, g + 1])
-            ks = [k for k in range(lo, hi) if ops.cn[k] > 0 and ops.kind[k] != S_AREA]
-            if not ks:
-                continue
-            c = int(ops.cid[ks[0]])
-            name = (f.consumers.names[c] if c >= 0 else f"kprobe:{CPA_APIS[ch.api[j]]}" if ch.kind[j] == K_CPA
+            k = int(ch.kind[j])
+            if k >= K_DM_INVALID:
+                c = -1
+            elif k in (K_ALLOC, K_ZONE_LOCKED):
+                c = int(cons_in[j])
+            else:
+                c = int(cons[j]) if pair[j] >= 0 else -1
+            name = (f.consumers.names[c] if c >= 0 else f"kprobe:{CPA_APIS[ch.api[j]]}" if k == K_CPA
                     else "kprobe:set_direct_map")
             self.consumer_of_event[g] = (name, int(ch.ts[j]), int(ch.line[j]), int(ch.stack[j]))
         self._named = log_n
 
-    def _run(self, ops: Ops) -> np.ndarray:
-        """The jitted path for a run of ops."""
-        out = self._buf.reused.get("run", len(ops), np.int64)  # sim_ops()' per-op results (read by no caller)
-        if not len(ops):
-            return out
-        self.buddy._grow_log()
-        bst = self.buddy.state
-        st = self.dmap.state
-        t0 = time.process_time()
-        sim_ops(*[bst[k] for k in B.STATE_ORDER], st["pud"], st["pmd"], st["attr1g"], st["attr2m"], st["attr4k"],
-                st["kernel4k"], st["ctr"], self.dmap.log, self.dmap.log_n, self.dmap.gbpages,
-                self.kmap, self.mmt, self.touched, self.xs,
-                ops.kind, ops.order, ops.req, ops.cpu, ops.kpfn, ops.mt, ops.cset, ops.cclr, ops.cflags, ops.cn,
-                ops.origin, self.pt_req, out, self._buf.scr64, self._buf.scr8)
-        self.model_cpu_s += time.process_time() - t0
-        return out
+    def _run(self, rows: list[tuple]) -> None:
+        """Apply these ops (:data:`OP_FIELDS` tuples, one event's) through the jitted loop."""
+        ops = op_rows(rows)
+        self._sim(np.zeros(len(ops), np.int64), ops)
 
     # ------------------------------------------------------------------ the policy seam
     def _hook(self, row: tuple[int, ...]) -> None:
@@ -279,7 +263,7 @@ class SimulateEngine:
                 n = 1 << order
                 self.kmap[kpfn: kpfn + n] = -1
                 return
-            self._run(Ops.from_rows([(S_PLACED, order, pfn, cpu, kpfn, mt, 0, 0, 0, 0, cid, origin)]))
+            self._run([(S_PLACED, order, pfn, cpu, kpfn, mt, 0, 0, 0, 0, cid, origin)])
             return
         self.xs[X_FREES] += 1
         m = int(self.kmap[kpfn]) if 0 <= kpfn < len(self.kmap) else -1
@@ -302,9 +286,7 @@ class SimulateEngine:
         """A ``change_page_attr_set_clr()`` call on the model's direct map; splits take their page-table
         pages from the buddy, as in the kernel."""
         origin, running, cpu = self._cur
-        ops = Ops.from_rows([(S_CPA_P, 0, 0, cpu, pfn, -1, set_mask, clr_mask, flags | running, npages, -1, origin)])
-        self._reserve_dlog(ops.cn)
-        self._run(ops)
+        self._run([(S_CPA_P, 0, 0, cpu, pfn, -1, set_mask, clr_mask, flags | running, npages, -1, origin)])
 
     def default_action(self, consumer: str, when: str, pfn: int, order: int) -> None:
         """The consumer's own direct-map change (consumers.toml) at ``pfn``, as the kernel makes it."""
@@ -313,17 +295,13 @@ class SimulateEngine:
         if has:
             self.cpa(pfn, 1 << order, int(s), int(c), int(f))
 
-    def _reserve_dlog(self, cn: np.ndarray) -> None:
-        """Room in the split log for the worst case of every CPA of the chunk (``cn``: their npages, 0 for
-        none; apply_ops stops early otherwise); ``ctx.cpa()`` reserves for a policy's own calls."""
-        cn = cn[cn > 0]
-        need = int((4 * (cn // D.PTRS + 3)).sum())  # directmap.max_log_entries()
+    def _grow_dlog(self, need: int) -> None:
+        """Room in the split log for ``need`` more entries (``sim_chunk()`` asks before a CPA that could log
+        more than the room left: ``directmap.max_log_entries()``)."""
         log = self.dmap.log
-        have = len(log) - int(self.dmap.log_n[0])
-        if have < need:
-            grown = np.zeros((len(log) + need + 1024, D.NLOG), dtype=np.int64)
-            grown[: len(log)] = log
-            self.dmap.log = grown
+        grown = np.zeros((max(2 * len(log), int(self.dmap.log_n[0]) + need + 1024), D.NLOG), dtype=np.int64)
+        grown[: len(log)] = log
+        self.dmap.log = grown
 
     # ------------------------------------------------------------------ results
     def finish(self) -> None:
