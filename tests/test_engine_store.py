@@ -172,3 +172,15 @@ def test_replay_without_the_store_is_the_same(trace, monkeypatch):
         monkeypatch.undo()
         assert with_store[0] == without[0] and with_store[1].equals(without[1])
     assert S.EventStore.MAX_BYTES_PER_EVENT == 32
+
+
+def test_trace_reads_allocate_from_the_system_pool(trace):
+    """A trace's reads come from Arrow's malloc pool (``trace.open_parquet``), whatever the process default
+    (which stays as it was): the replay's chunks then reuse memory instead of faulting it in again."""
+    tr = ptebench.load(trace.path)
+    system, default = pa.system_memory_pool(), pa.default_memory_pool()
+    assert default.backend_name != "system" or pytest.skip("the default pool is malloc already")
+    before = system.bytes_allocated()
+    t = tr._file.read_row_group(0, columns=["pfn", "ts_ns", "fields"])
+    assert system.bytes_allocated() - before >= t.nbytes // 2
+    assert pa.default_memory_pool().backend_name == default.backend_name
