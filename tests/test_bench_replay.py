@@ -178,6 +178,7 @@ def test_peak_pages_of_an_op_stream():
     (("--ref-live", "3"), "--ref-live 3 is too small"),
     (("--capture", "/nonexistent/bundle"), "neither a capture bundle"),
     (("--cpu", "4096"), "--cpu 4096 is not available"),
+    (("--repeats", "0"), "--repeats 0 is out of range"),
     (("--baselines", "/nonexistent"), "buddy_ref.py not found"),
 ])
 def test_bad_options_fail_before_running(args, message):
@@ -215,7 +216,8 @@ def harness(work_dir) -> tuple[dict, str]:
         pytest.skip(f"benchmark baselines not found at {br.DEFAULT_BASELINES}")
     out = work_dir / "result.json"
     code, text = run("bench", "replay", "--capture", str(CAPTURE), "--events", str(EVENTS), "--ref-ops", "200000",
-                     "--ref-live", "2000", "--ref-npages", str(1 << 20), "--work-dir", str(work_dir), "--json", str(out))
+                     "--ref-live", "2000", "--ref-npages", str(1 << 20), "--work-dir", str(work_dir), "--repeats", "2",
+                     "--json", str(out))
     assert code == 0, text
     return json.loads(out.read_text()), text
 
@@ -244,7 +246,8 @@ def test_harness_result_structure(harness, tiled):
     assert pte["mem_per_event_marginal"] is not None and ref["mem_per_event_marginal"] is not None
     assert pte["model"]["alloc_failed"] == 0
     assert ref["failed_allocs"] == 0 and ref["mem_per_page"] == br.REF_BYTES_PER_PAGE
-    assert len(ref["repeats"]) == br.REF_REPEATS
+    assert len(ref["repeats"]) == br.REF_REPEATS and len(pte["repeats"]) == 2  # --repeats 2: the median of two
+    assert pte["cpu_s"] == pytest.approx(max(r["user_s"] + r["sys_s"] for r in pte["repeats"]))
     assert result["buddy_ref_ops"]["peak_pages"] <= 1 << 20  # the stream never fills the machine
     assert [type(v["met"]) for v in result["verdicts"]] == [bool, bool]
     assert "JIT excluded" in result["method"]["warmup"] and "mean nothing" in result["method"]["caveat"]

@@ -210,13 +210,14 @@ def replay_cmd(
     baselines: Annotated[Path, typer.Option("--baselines", help="Directory of buddy_ref.py.")] = bench_replay.DEFAULT_BASELINES,
     cpu: Annotated[int | None, typer.Option("--cpu", help="The CPU every contender is pinned to (default: the highest one available).")] = None,
     profile: Annotated[Path | None, typer.Option("--profile", help="Also run the replay once more under cProfile (same pinned child, warmed up) and write the stats here.")] = None,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed replays, each in a fresh child; the median by CPU time is reported.")] = 3,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write every figure (with wall-clock times) as JSON.")] = None,
 ) -> None:
     """Time ptebench's simulate-mode replay of a real capture tiled to 10 M events against buddy_ref.run, the
     minimal numba buddy loop, in the same run on one core; memory per event and per simulated page."""
     opts = bench_replay.ReplayBenchOptions(capture=capture, events=events, ref_ops=ref_ops, ref_live=ref_live,
                                            ref_npages=ref_npages, work_dir=work_dir, baselines=baselines, cpu=cpu,
-                                           profile=profile)
+                                           profile=profile, repeats=repeats)
     _run(opts, bench_replay.run_replay_bench, print_replay_result, json_out)
 
 

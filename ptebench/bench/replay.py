@@ -28,7 +28,9 @@ Method:
   * ``ptebench``: ``ptebench.replay(tiled, mode="simulate")``.  JIT excluded: the same child first
     replays the capture itself (one tile: every event kind and code path, numba cache on).  CPU
     time is the whole ``replay()`` call; ``result.timing`` splits its wall time into prepare
-    (setup, kprobe prepass) and replay (engines, including the initial-state pass).
+    (setup, kprobe prepass) and replay (engines, including the initial-state pass).  ``--repeats``
+    (3) timed replays, each in a fresh child; the median by CPU time is reported (runs on the
+    development VM swing by up to 30 %: page faults and THP compaction in system time).
   * ``buddy_ref``: ``run()`` of ``../shared/bench/buddy_ref.py``, imported as it is and compiled
     from its unmodified source without numba's disk cache (as the ingest benchmark does with
     ``scan_ref``), on ``make_ops(n, live)`` with ``npages`` chosen so that memory is never full:
@@ -131,6 +133,7 @@ class ReplayBenchOptions:
     baselines: Path = DEFAULT_BASELINES
     cpu: int | None = None
     profile: Path | None = None
+    repeats: int = 3
 
     def check(self) -> None:
         """Raise :class:`PtebenchError` for an unusable option (before anything runs)."""
@@ -148,6 +151,8 @@ class ReplayBenchOptions:
         if self.ref_npages < PFN_ALIGN or self.ref_npages % PFN_ALIGN:
             raise _error(f"--ref-npages {self.ref_npages} is not a whole number of order-10 blocks",
                          expected=f"a positive multiple of {PFN_ALIGN} (run() starts from order-10 free blocks)")
+        if not 1 <= self.repeats <= 15:
+            raise _error(f"--repeats {self.repeats} is out of range", expected="1 to 15 timed replays")
         allowed = sorted(os.sched_getaffinity(0))
         if self.cpu is not None and self.cpu not in allowed:
             raise _error(f"--cpu {self.cpu} is not available to this process", expected=f"one of {allowed}")
@@ -854,7 +859,10 @@ def run_replay_bench(opts: ReplayBenchOptions, progress: ProgressLike = None) ->
 
     # ---------------------------------------------------------------- contenders
     spec = {"kind": "ptebench", "cpu": cpu, "trace": str(tiling.path), "warmup": tiling.base}
-    pres = run_child(spec, f"ptebench replay --mode simulate, {tiling.rows:,} events (CPU {cpu})", progress)
+    # each timed replay in a fresh child; the median by CPU time is reported (this VM's runs swing by 30 %)
+    pruns = [run_child(spec, f"ptebench replay --mode simulate, {tiling.rows:,} events, run {k + 1} of "
+                             f"{opts.repeats} (CPU {cpu})", progress) for k in range(opts.repeats)]
+    pres = sorted(pruns, key=lambda r: r["user_s"] + r["sys_s"])[len(pruns) // 2]
     # the memory reference of the marginal memory per event: the trace's head, in a child of its own (a second
     # replay in the same process would start from the first one's freed but retained memory)
     hpath = head(tiling, head_rows(tiling.rows))
@@ -909,13 +917,15 @@ def run_replay_bench(opts: ReplayBenchOptions, progress: ProgressLike = None) ->
          "model_ops_per_cpu_s": _rate((model.get("allocs") or 0) + (model.get("frees") or 0), p_cpu),
          "model_loop_cpu_s": loop_cpu, "model_loop_rate": loop_rate,
          "model_loop_x_ref": loop_rate / r_rate if loop_rate else None,
+         "repeats": [{k: r[k] for k in ("user_s", "sys_s", "wall_s", "peak_rss_bytes", "timing")} for r in pruns],
          "note": (f"replay(mode='simulate') on {tiling.tiles} tiles of {tiling.capture}: prepare "
                   f"{pres['timing']['prepare_s']:.2f} s + replay {pres['timing']['replay_s']:.2f} s wall "
                   f"(result.timing); model allocs {model.get('allocs') or 0:,} (failed {model.get('alloc_failed') or 0:,})"
                   f" + frees {model.get('frees') or 0:,} = "
                   f"{_rate((model.get('allocs') or 0) + (model.get('frees') or 0), p_cpu) / 1e6:.2f} M model "
                   f"ops/CPU-s; frees paired {paired:.2%} ({pairing['paired_frees']:,} of {pairing['frees']:,})"
-                  + loop_note)},
+                  + loop_note + f"; median of {len(pruns)} runs: "
+                  + ", ".join(f"{r['user_s'] + r['sys_s']:.3f}" for r in pruns) + " CPU s")},
         {"name": "buddy_ref", "label": "buddy_ref.run", "unit": "ops", "count": rres["ops"], "cpu_s": r_cpu,
          "user_s": rres["user_s"], "sys_s": rres["sys_s"], "wall_s": rres["wall_s"], "rate": r_rate, "x_ref": 1.0,
          "peak_rss_bytes": rres["peak_rss_bytes"], "baseline_rss_bytes": rres["baseline_rss_bytes"],
