@@ -90,7 +90,7 @@ PFN_ALIGN = 1 << 10
 ROW_GROUP = 1 << 20
 MIN_PAIRED = 0.95
 #: bumped when the tiled file's content or sidecar changes, so that cached files are rebuilt
-TILING_VERSION = 2  # 2: written with ingest's PARQUET_OPTIONS
+TILING_VERSION = 3  # 2: written with ingest's PARQUET_OPTIONS; 3: whose codec is LZ4
 
 TARGET_RATE = 10_000_000.0
 TARGET_OF_REF = 0.5
