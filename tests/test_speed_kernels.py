@@ -527,7 +527,7 @@ def test_per_event_kernels_run_without_the_nrt():
                placement._placement_chunk, prepass._last_alloc, buddy_init._first_events_chunk, B.run_ops,
                arrowcols._fill_valid, arrowcols._bool_bits, arrowcols._lookup, arrowcols._scan_hex,
                arrowcols._find_hex, arrowcols._find_n, arrowcols._same, arrowcols._scan_probes, buddy_init._page_count,
-               faithful_rows.chunk_rows, store.ranges, store.pack_flags, store.unpack_flags]
+               faithful_rows.chunk_rows, faithful_rows.classify_rows, store.ranges, store.pack_flags, store.unpack_flags]
     if not hasattr(sim_kernel.sim_chunk, "targetoptions"):
         pytest.skip("NUMBA_DISABLE_JIT: plain Python functions")
     assert [k.__name__ for k in kernels if k.targetoptions.get("_nrt") is not False] == []
@@ -678,3 +678,29 @@ def test_chunk_rows_against_reference(seed):
         assert out[0][:ns].tolist() == sel.tolist() and out[1][:ns].tolist() == sel_alloc.tolist()
         assert out[2][:nw].tolist() == walk.tolist() and out[3][:nw].tolist() == walk_call.tolist()
         assert len(sel) and len(walk) and walk_call.any() and not walk_call.all()
+
+
+def classify_rows_reference(kind, stack, stack_cons):
+    """The numpy masks the faithful engine computed before ``classify_rows()``: the consumer by stack, and the
+    rows of stackless allocations, direct-map kprobes and set_memory_* kprobes."""
+    cons_in = stack_cons[stack]
+    nostack = np.flatnonzero((kind == K_ALLOC) & (stack < 0))
+    dm = np.flatnonzero((kind == K_DM_INVALID) | (kind == K_DM_DEFAULT))
+    return cons_in, nostack, dm, np.flatnonzero(kind == K_CPA)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_classify_rows_against_reference(seed):
+    from ptebench.engine.faithful_rows import classify_rows
+
+    rng = np.random.default_rng(seed)
+    n = 3000
+    kind = rng.choice(np.array(KINDS + [K_DM_DEFAULT, K_CPA], np.int8), n)
+    stack_cons = np.append(rng.integers(-1, 6, 40), -1).astype(np.int16)  # the last entry: no stack
+    for stack in (rng.integers(-1, 40, n).astype(np.int32), rng.integers(-1, 40, n).astype(np.int16)):
+        want = classify_rows_reference(kind, stack, stack_cons)
+        out = np.empty(n, np.int16), np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+        counts = classify_rows(kind, stack, stack_cons, *out)
+        got = [out[0], *(a[:c] for a, c in zip(out[1:], counts, strict=True))]
+        assert [g.tolist() for g in got] == [w.tolist() for w in want]
+        assert all(len(w) for w in want[1:])  # every kind of row occurs

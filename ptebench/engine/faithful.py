@@ -33,9 +33,10 @@ import numpy as np
 from ptebench.engine import addresses as A
 from ptebench.engine.areas import AreaBinding
 from ptebench.engine.consumers import Consumers
-from ptebench.engine.faithful_rows import chunk_rows
+from ptebench.engine.faithful_rows import chunk_rows, classify_rows
 from ptebench.engine.pairing import Pairing
 from ptebench.engine.placement import MIGRATE_UNMOVABLE, Placement
+from ptebench.engine.scratch import Reused
 from ptebench.engine.stream import CPA_APIS, K_ALLOC, K_CPA, K_DM_DEFAULT, K_DM_INVALID, Chunk
 from ptebench.sim import directmap as D
 from ptebench.sim.dmap import DirectMap, Ops
@@ -131,14 +132,16 @@ class FaithfulEngine:
 
     # ------------------------------------------------------------------ per chunk
     def feed(self, ch: Chunk) -> None:
-        cons_in = self.stack_cons_none[ch.stack]  # stack -1: the extra last entry, -1
-        alloc = ch.kind == K_ALLOC
-        nostack = alloc & (ch.stack < 0)
-        if nostack.any():
+        n = len(ch)
+        reused = self._run.reused  # scratch until the next chunk (the simulate engine reads it in between)
+        cons_in = reused.get("cons_in", n, self.stack_cons_none.dtype)
+        nostack, dm, cpa = (reused.get(name, n, np.int64) for name in ("nostack", "dm", "cpa"))
+        nn, nd, nc = classify_rows(ch.kind, ch.stack, self.stack_cons_none, cons_in, nostack, dm, cpa)
+        nostack, dm, cpa = nostack[:nn], dm[:nd], cpa[:nc]
+        if nn:  # allocations without a stack: their consumer by gfp flags
             cons_in[nostack] = self.consumers.classify_gfp(ch.gfp[nostack], ch.order[nostack])
-            self.stats["classified_by_gfp"] += int(nostack.sum())
-        dm = (ch.kind == K_DM_INVALID) | (ch.kind == K_DM_DEFAULT)
-        if dm.any():
+            self.stats["classified_by_gfp"] += nn
+        if nd:
             pfns = self.amap.page_pfns(ch.page[dm])
             self.stats["bad_page_pointers"] += int((pfns < 0).sum())
             ch.pfn[dm] = pfns
@@ -149,7 +152,7 @@ class FaithfulEngine:
         sel, sel_alloc, walk, walk_call = self._run.rows(len(ch))
         ns, nw = chunk_rows(ch.kind, ch.failed, ch.pfn, cons_in, cons, pair, self.has_a, self.has_f, self.is_witness,
                             self.opt.use_kprobes, self.consumer_allocs, sel, sel_alloc, walk, walk_call)
-        ops, origin, placeable_calls = self._ops(ch, cons, pair, sel[:ns], sel_alloc[:ns], run)
+        ops, origin, placeable_calls = self._ops(ch, cons, pair, sel[:ns], sel_alloc[:ns], run, dm, cpa)
         first_log = int(self.dmap.log_n[0])
         first_op = self.dmap.ops_applied
         if len(ops):
@@ -196,9 +199,10 @@ class FaithfulEngine:
         return "?"
 
     def _ops(self, ch: Chunk, cons: np.ndarray, pair: np.ndarray, sel: np.ndarray, sel_alloc: np.ndarray,
-             run: np.ndarray):
+             run: np.ndarray, dm: np.ndarray, cpa: np.ndarray):
         """The CPA calls of this chunk, in event order, with the event each came from (``sel``: the rows of
-        consumer actions, ``sel_alloc``: on allocation, else on free; :func:`chunk_rows`)."""
+        consumer actions, ``sel_alloc``: on allocation, else on free; :func:`chunk_rows`; ``dm``/``cpa``: the
+        rows of direct-map and set_memory_* kprobes, :func:`classify_rows`)."""
         calls: dict[int, int] = {}  # event index -> call id (confirming kprobes map to the consumer's op)
         # consumer actions on allocation and on free, as arrays in event order (their consumers are >= 0)
         c_sel = cons[sel].astype(np.int64)
@@ -206,7 +210,6 @@ class FaithfulEngine:
         cols = [sel, ch.pfn[sel], np.int64(1) << ch.order[sel].astype(np.int64), act[:, 0], act[:, 1],
                 act[:, 2] | run[sel]]
         if self.opt.use_kprobes:
-            dm = np.flatnonzero((ch.kind == K_DM_INVALID) | (ch.kind == K_DM_DEFAULT))
             c = cons[dm].astype(np.int64)
             confirms = (c >= 0) & (self.alloc_act[np.where(c >= 0, c, 0), 3] != 0)
             if confirms.any():  # the consumer made this change: the kprobe belongs to its call
@@ -219,7 +222,7 @@ class FaithfulEngine:
             extra = np.stack([dm, ch.pfn[dm], np.ones(len(dm), np.int64), dm_set, dm_clr, D.F_NOFLUSH | run[dm]],
                              axis=1).astype(np.int64)
             rows = []  # (event j, pfn, n, set, clr, flags, module page k or -1) of set_memory_* kprobes
-            for j in np.flatnonzero(ch.kind == K_CPA).tolist():
+            for j in cpa.tolist():
                 rows.extend(self._cpa_rows(ch, j, int(run[j])))
             self.last_kprobes = (dm, dm_set, dm_clr, rows)
             if rows:  # by event (stable: the ops of one call keep their order)
@@ -437,12 +440,13 @@ class _RunScratch:
     """:meth:`FaithfulEngine._running`'s arrays and :func:`chunk_rows`' outputs: scratch sized by the chunk,
     reused by the next, not state (``__slots__``: the bench's state census does not count it)."""
 
-    __slots__ = ("all", "last", "_rows")
+    __slots__ = ("all", "last", "_rows", "reused")
 
     def __init__(self) -> None:
         self.all = np.zeros(0, np.int64)
         self.last = self.all
         self._rows = self._new(0)
+        self.reused = Reused()  # feed()'s per-row consumer and row lists
 
     @staticmethod
     def _new(n: int) -> tuple[np.ndarray, ...]:

@@ -15,6 +15,34 @@ from ptebench.engine.stream import K_ALLOC, K_CPA, K_DM_DEFAULT, K_DM_INVALID, K
 
 
 @njit(cache=True, _nrt=False)
+def classify_rows(kind, stack, stack_cons, cons_in, nostack, dm, cpa):
+    """The consumer of each row by its stack (``cons_in[i] = stack_cons[stack[i]]``, a negative stack id
+    counted from the table's end as numpy does: -1, no stack, is the table's last entry), and, in row order,
+    the allocations without a stack (``nostack``), the direct-map kprobes (``dm``) and the set_memory_*
+    kprobes (``cpa``); returns how many of each.  Reference: the numpy masks in ``classify_rows_reference``
+    (``tests/test_speed_kernels.py``)."""
+    nn = 0
+    nd = 0
+    nc = 0
+    ns = stack_cons.shape[0]
+    for i in range(kind.shape[0]):
+        s = np.int64(stack[i])
+        cons_in[i] = stack_cons[s if s >= 0 else s + ns]
+        k = kind[i]
+        if k == K_ALLOC:
+            if s < 0:
+                nostack[nn] = i
+                nn += 1
+        elif k == K_DM_INVALID or k == K_DM_DEFAULT:
+            dm[nd] = i
+            nd += 1
+        elif k == K_CPA:
+            cpa[nc] = i
+            nc += 1
+    return nn, nd, nc
+
+
+@njit(cache=True, _nrt=False)
 def chunk_rows(kind, failed, pfn, cons_in, cons, pair, has_a, has_f, is_witness, use_kprobes, consumer_allocs,
                sel, sel_alloc, walk, walk_call):
     """One pass over a chunk's rows (``cons_in``: the consumer of each allocation by its stack; ``cons``/``pair``:
