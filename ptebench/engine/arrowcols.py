@@ -308,12 +308,14 @@ def _scan_probes(offsets, data, valid, has_valid, offset, rows, names, name_offs
         if c < 0:
             continue
         code[k] = c
-        v, found = _find_hex(data, s, e, page_key if c < ndm else addr_key, hexv, word)
+        # the arguments are searched from the mark on (the string's first match is the same): a match starting
+        # before it would have its "=" inside the probed name or on the mark ("+0x0/"), which hold none
+        v, found = _find_hex(data, m, e, page_key if c < ndm else addr_key, hexv, word)
         if found < 0:
             return -1
         arg[k] = v
         if c >= ndm:
-            n, found = _find_n(data, s, e, word)
+            n, found = _find_n(data, m, e, word)
             if found < 0:
                 return -1
             npages[k] = n
