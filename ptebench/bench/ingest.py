@@ -11,7 +11,7 @@ Method (issue #3):
   before anything is imported):
 
   * ``ptebench``: ``ptebench.ingest(text, parquet)`` end to end (read, parse, sort runs, write
-    zstd Parquet).  Warm-up: one ingest of the input's first 10,000 lines in the same process
+    LZ4 Parquet).  Warm-up: one ingest of the input's first 10,000 lines in the same process
     first (numba cache on), so JIT compilation and cache loading are excluded.  After the run
     the Parquet is verified against the reference: row count, alloc count, and checksums of
     ``pfn`` (plain and position-weighted, so order counts) and ``order``.
@@ -561,7 +561,7 @@ def run_ingest_bench(opts: BenchOptions, progress: ProgressLike = None) -> dict[
     res = _ptebench_run(main, warm, cpu, work_dir, progress, opts.keep_parquet, f"{main.lines:,} lines")
     contenders["ptebench"] = _contender(
         "ptebench", "ptebench", res, main.lines, check=res["check"],
-        note=f"ptebench.ingest end to end, text -> zstd Parquet ({res['parquet_bytes'] / 2**20:,.0f} MiB); verified: "
+        note=f"ptebench.ingest end to end, text -> LZ4 Parquet ({res['parquet_bytes'] / 2**20:,.0f} MiB); verified: "
              "row count and event/pfn/order checksums against the generated lines")
     naive_lines = opts.naive_lines()
     if naive_lines is not None:
