@@ -278,6 +278,27 @@ def test_sim_chunk_ops_against_reference(seed):
     assert hooked and all(r[10] == 2 and r[0] in (1, 2) for r in hooked)
 
 
+def test_sim_chunk_keeps_every_extfrag_entry():
+    """A chunk that steals more pageblocks than the buddy's extfrag log has room for: the loop stops for room
+    (``ST_BLOG``) instead of dropping entries, so ``extfrag_events()`` holds one row per steal counted."""
+    from ptebench.engine.sim_kernel import NCOL
+
+    n, ncons = 600, 2
+    sim = _sim_engine(1 << 20, ncons, np.zeros((2 * ncons, 4), np.int64), np.array([False, False]))
+    z = np.zeros(0, np.int64)
+    rows = (np.full(n, K_ALLOC, np.int8), np.zeros(n, bool), np.arange(n, dtype=np.int64) * 512,  # order-9
+            np.full(n, 9, np.int8), np.zeros(n, np.int32), np.zeros(n, np.int8),  # unmovable allocations
+            np.full(n, B.GFP_KERNEL, np.uint64), np.full(n, -1, np.int16), np.full(n, -1, np.int64),
+            np.full(n, -1, np.int16), np.ones(n, np.int64), 0, z, z)
+    log_rows = len(sim.buddy.state["log"])
+    sim._sim(z, np.zeros((0, NCOL), np.int64), rows)
+    steals = int(sim.buddy.state["ctr"][B.C_EXTFRAG])
+    assert steals > log_rows and sim.xs[0] == n and sim.xs[1] == 0  # more steals than the log had rows
+    ev = sim.buddy.extfrag_events()
+    assert len(ev) == steals == int(sim.buddy.state["log_n"][0])
+    assert (ev[:, B.L_ALLOC_MT] == B.MT_UNMOVABLE).all() and not (ev == 0).all(axis=1).any()
+
+
 def test_fill_from_buffers_matches_fill_null():
     """Booleans and writable numbers come straight from the Arrow buffers: same values as fill_null, sliced
     arrays (a non-zero offset) included."""

@@ -43,8 +43,9 @@ X_AREA_PAGES = 7
 X_CPA_UNMAPPED = 8
 NX = 9
 #: :func:`sim_chunk`'s returns: the chunk is done; a request word is missing (its key in ``op[0]``); the
-#: direct map's split log needs room (``op[0]`` entries); an op goes to the policy (its fields in ``op``)
-ST_DONE, ST_MISSING, ST_LOG, ST_HOOK = 0, 1, 2, 3
+#: direct map's split log needs room (``op[0]`` entries); an op goes to the policy (its fields in ``op``); the
+#: buddy's extfrag log needs room (its reserve)
+ST_DONE, ST_MISSING, ST_LOG, ST_HOOK, ST_BLOG = 0, 1, 2, 3, 4
 #: the op fields, as ``simulate.Ops.FIELDS``; ``pos``: the resume position (row, built op, unseen, refreed,
 #: recorded ops)
 NCOL = 12
@@ -95,7 +96,8 @@ def sim_chunk(lk, pst, pbmt, zi, pcp, zl, cfg, cpu_node, bctr, blog, blog_n,
               pud, pmd, attr1g, attr2m, attr4k, kernel4k, dctr, dlog, dlog_n, gbpages,
               kmap, mmt, touched, xs, pt_req, scr64, scr8,
               kind, failed, pfn, order, cpu, mt, gfp, cons_in, pair, cons, run, start, unseen, refreed, mt_gfp,
-              is_witness, acts, ncons, req_keys, req_words, extra_row, extra, flag_mask, intercept, pos, op, rec):
+              is_witness, acts, ncons, req_keys, req_words, extra_row, extra, flag_mask, intercept, pos, op, rec,
+              blog_reserve):
     """Apply one chunk's ops in order (see the module docstring), from ``pos`` on; returns ``ST_*``, with
     ``pos`` where to resume.
 
@@ -104,7 +106,8 @@ def sim_chunk(lk, pst, pbmt, zi, pcp, zl, cfg, cpu_node, bctr, blog, blog_n,
     the request words by ``gfp * MAX_ORDER + order``, sorted).  ``extra``: built ops (``k`` x ``NCOL``) at their
     sorted rows ``extra_row``.  ``flag_mask`` is and-ed into every op's CPA flags; an allocation or free of a
     consumer ``intercept`` names stops here for the policy, past it.  ``rec``: when it has rows, each op is
-    recorded there (``pos[4]`` of them), for the tests.
+    recorded there (``pos[4]`` of them), for the tests.  The buddy's extfrag log keeps ``blog_reserve`` rows of
+    room before every op (a pcp refill may steal once per block of its batch; ``Buddy._log_reserve()``).
 
     Compiled without the NRT (nothing here allocates; ``scr64``/``scr8``: int64[3]/uint8[2] scratch for
     :func:`_cpa`): with it, every array alias the inlined buddy code makes costs an atomic incref/decref
@@ -117,6 +120,9 @@ def sim_chunk(lk, pst, pbmt, zi, pcp, zl, cfg, cpu_node, bctr, blog, blog_n,
     last_key = np.int64(0)
     last_at = np.int64(-1)
     while True:
+        if blog.shape[0] - blog_n[0] < blog_reserve:  # before an op: room for every extfrag entry it may log
+            pos[0], pos[1], pos[2], pos[3] = i, e, u, r
+            return ST_BLOG
         # ---- the next op: a built one at or before this row, else the row's own
         if e < ne and (i >= n_rows or extra_row[e] <= i):
             k = extra[e, 0]

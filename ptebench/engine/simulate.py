@@ -41,6 +41,7 @@ from ptebench.engine.sim_kernel import (  # the op and counter codes, re-exporte
     S_CPA_K,
     S_CPA_P,
     S_PLACED,
+    ST_BLOG,
     ST_DONE,
     ST_HOOK,
     ST_LOG,
@@ -148,7 +149,7 @@ class SimulateEngine:
     def _sim(self, extra_row: np.ndarray, extra: np.ndarray, rows: tuple | None = None) -> None:
         """Run ``sim_chunk()`` over a chunk's ``rows`` (its arrays, as ``feed()`` passes them; none: only the
         built ops ``extra``, at ``extra_row``) to the end: learning missing request words, growing the split
-        log, calling the policy's hooks on the way."""
+        log and the buddy's extfrag log, calling the policy's hooks on the way."""
         buf = self._buf
         if rows is None:
             z = buf.no_rows
@@ -164,7 +165,8 @@ class SimulateEngine:
                                st["attr4k"], st["kernel4k"], st["ctr"], self.dmap.log, self.dmap.log_n, self.dmap.gbpages,
                                self.kmap, self.mmt, self.touched, self.xs, self.pt_req, buf.scr64, buf.scr8, *rows,
                                MT_GFP, self.f.is_witness, self.acts, len(self.f.alloc_act) + 1, self._req_keys,
-                               self._req_words, extra_row, extra, self.flag_mask, self.intercept, pos, op, buf.rec)
+                               self._req_words, extra_row, extra, self.flag_mask, self.intercept, pos, op, buf.rec,
+                               self.buddy._log_reserve())
             self.model_cpu_s += time.process_time() - t0
             if status == ST_DONE:
                 return
@@ -172,6 +174,8 @@ class SimulateEngine:
                 self._learn_requests(op[:1].copy())
             elif status == ST_LOG:
                 self._grow_dlog(int(op[0]))
+            elif status == ST_BLOG:
+                continue  # the extfrag log grows at the top of the loop
             elif status == ST_HOOK:
                 p = pos[:4].copy()  # the hook may run ops of its own through this loop
                 self._hook(tuple(int(v) for v in op))
