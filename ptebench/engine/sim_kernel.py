@@ -120,9 +120,7 @@ def sim_chunk(lk, pst, pbmt, zi, pcp, zl, cfg, cpu_node, bctr, blog, blog_n,
     last_key = np.int64(0)
     last_at = np.int64(-1)
     while True:
-        if blog.shape[0] - blog_n[0] < blog_reserve:  # before an op: room for every extfrag entry it may log
-            pos[0], pos[1], pos[2], pos[3] = i, e, u, r
-            return ST_BLOG
+        i0, e0 = i, e  # where this op starts (unseen/refreed need no rewind: they stop at the row)
         # ---- the next op: a built one at or before this row, else the row's own
         if e < ne and (i >= n_rows or extra_row[e] <= i):
             k = extra[e, 0]
@@ -197,6 +195,9 @@ def sim_chunk(lk, pst, pbmt, zi, pcp, zl, cfg, cpu_node, bctr, blog, blog_n,
             i += 1
         else:
             break
+        if (k == S_ALLOC or k == S_AREA or cn > 0) and blog.shape[0] - blog_n[0] < blog_reserve:
+            pos[0], pos[1], pos[2], pos[3] = i0, e0, u, r  # room for every extfrag entry its allocations may log
+            return ST_BLOG
         if rec.shape[0] > 0:
             w = pos[4]
             rec[w, 0], rec[w, 1], rec[w, 2], rec[w, 3], rec[w, 4], rec[w, 5] = k, o, req, c, kp, m_t
