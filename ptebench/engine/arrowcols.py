@@ -47,17 +47,22 @@ def _fill_valid(vals, valid, offset, value, out):
 
 
 @njit(cache=True, _nrt=False)
+def _true_bit(data, valid, has_valid, j):
+    """Bit ``j`` of a boolean array's values, and of its validity bitmap when it has one."""
+    b = (data[j >> 3] >> (j & 7)) & 1
+    if has_valid:
+        b &= (valid[j >> 3] >> (j & 7)) & 1
+    return b != 0
+
+
+@njit(cache=True, _nrt=False)
 def _bool_bits(data, valid, has_valid, offset, out):
     """An Arrow boolean array's values (bitmap ``data``) as bools, False where null (reference:
     :func:`_fill_reference`); a byte of both bitmaps at a time once aligned."""
     n = out.shape[0]
     i = 0
     while i < n and (offset + i) & 7:
-        j = offset + i
-        b = (data[j >> 3] >> (j & 7)) & 1
-        if has_valid:
-            b &= (valid[j >> 3] >> (j & 7)) & 1
-        out[i] = b != 0
+        out[i] = _true_bit(data, valid, has_valid, offset + i)
         i += 1
     while i + 8 <= n:
         j = (offset + i) >> 3
@@ -66,11 +71,7 @@ def _bool_bits(data, valid, has_valid, offset, out):
             out[i + k] = (byte >> k) & 1 != 0
         i += 8
     while i < n:
-        j = offset + i
-        b = (data[j >> 3] >> (j & 7)) & 1
-        if has_valid:
-            b &= (valid[j >> 3] >> (j & 7)) & 1
-        out[i] = b != 0
+        out[i] = _true_bit(data, valid, has_valid, offset + i)
         i += 1
 
 

@@ -127,8 +127,9 @@ class FaithfulEngine:
         self.consumer_allocs = np.zeros(len(consumers.items), dtype=np.int64)
         self._run = _RunScratch()
         # the latest chunk's kprobe ops as _ops() decoded them (the simulate engine places the same ones):
-        # (direct-map kprobe rows, their set and clear masks, the set_memory_* rows of _cpa_rows()), or None
-        self.last_kprobes: tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple]] | None = None
+        # (direct-map kprobe rows, their set and clear masks, the ops of _cpa_rows(), the set_memory_* kprobe
+        # rows), or None
+        self.last_kprobes: tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple], np.ndarray] | None = None
 
     # ------------------------------------------------------------------ per chunk
     def feed(self, ch: Chunk) -> None:
@@ -224,7 +225,7 @@ class FaithfulEngine:
             rows = []  # (event j, pfn, n, set, clr, flags, module page k or -1) of set_memory_* kprobes
             for j in cpa.tolist():
                 rows.extend(self._cpa_rows(ch, j, int(run[j])))
-            self.last_kprobes = (dm, dm_set, dm_clr, rows)
+            self.last_kprobes = (dm, dm_set, dm_clr, rows, cpa)
             if rows:  # by event (stable: the ops of one call keep their order)
                 extra = np.concatenate([extra, np.array(rows, dtype=np.int64).reshape(-1, 7)[:, :6]])
                 extra = extra[np.argsort(extra[:, 0], kind="stable")]
@@ -440,23 +441,18 @@ class _RunScratch:
     """:meth:`FaithfulEngine._running`'s arrays and :func:`chunk_rows`' outputs: scratch sized by the chunk,
     reused by the next, not state (``__slots__``: the bench's state census does not count it)."""
 
-    __slots__ = ("all", "last", "_rows", "reused")
+    __slots__ = ("all", "last", "reused")
 
     def __init__(self) -> None:
         self.all = np.zeros(0, np.int64)
         self.last = self.all
-        self._rows = self._new(0)
-        self.reused = Reused()  # feed()'s per-row consumer and row lists
-
-    @staticmethod
-    def _new(n: int) -> tuple[np.ndarray, ...]:
-        return np.empty(n, np.int64), np.empty(n, bool), np.empty(n, np.int64), np.empty(n, bool)
+        self.reused = Reused()  # feed()'s per-row consumer and row lists, chunk_rows()' outputs
 
     def rows(self, n: int) -> tuple[np.ndarray, ...]:
         """(sel, sel_alloc, walk, walk_call) for ``n`` rows."""
-        if len(self._rows[0]) < n:
-            self._rows = self._new(n)
-        return tuple(a[:n] for a in self._rows)
+        r = self.reused
+        return (r.get("sel", n, np.int64), r.get("sel_alloc", n, np.bool_), r.get("walk", n, np.int64),
+                r.get("walk_call", n, np.bool_))
 
 
 def _witness_walk(pid: np.ndarray, wmask: np.ndarray, call_mask: np.ndarray) -> np.ndarray:

@@ -80,7 +80,7 @@ class _Buffers:
     """``sim_chunk()``'s small arrays, reused across chunks: scratch, not state (``__slots__``: the bench's state
     census does not count it)."""
 
-    __slots__ = ("scr64", "scr8", "pos", "op", "rec", "no_rows", "no_extra")
+    __slots__ = ("scr64", "scr8", "pos", "op", "rec", "no_rows", "no_extra", "no_chunk")
 
     def __init__(self) -> None:
         self.scr64 = np.zeros(3, np.int64)  # _cpa()'s one-op CPA arrays
@@ -90,6 +90,9 @@ class _Buffers:
         self.rec = np.zeros((0, NCOL), np.int64)  # no recording (the tests give it rows)
         self.no_rows = np.zeros(0, np.int64)
         self.no_extra = np.zeros((0, NCOL), np.int64)
+        z = self.no_rows  # no chunk rows, in the types feed() passes (one compiled loop for both)
+        self.no_chunk = (z.astype(np.int8), z.astype(bool), z, z.astype(np.int8), z.astype(np.int32),
+                         z.astype(np.int8), z.astype(np.uint64), z.astype(np.int16), z, z.astype(np.int16), z, 0, z, z)
 
 
 class SimulateEngine:
@@ -151,10 +154,7 @@ class SimulateEngine:
         built ops ``extra``, at ``extra_row``) to the end: learning missing request words, growing the split
         log and the buddy's extfrag log, calling the policy's hooks on the way."""
         buf = self._buf
-        if rows is None:
-            z = buf.no_rows
-            rows = (z.astype(np.int8), z.astype(bool), z, z.astype(np.int8), z.astype(np.int32), z.astype(np.int8),
-                    z.astype(np.uint64), z.astype(np.int16), z, z.astype(np.int16), z, 0, z, z)
+        rows = buf.no_chunk if rows is None else rows
         pos, op = buf.pos, buf.op
         pos[:4] = 0
         bst, st = self.buddy.state, self.dmap.state
@@ -185,16 +185,16 @@ class SimulateEngine:
         """The chunk's kprobe ops in order (their rows, and the ops, :data:`OP_FIELDS` rows), from the
         faithful engine's decoding of the same chunk (``FaithfulEngine.last_kprobes``): the direct-map kprobes
         that no consumer's own change confirms, and each set_memory_* call after the area pages it binds."""
-        dm, dm_set, dm_clr, cpa = self.f.last_kprobes
+        dm, dm_set, dm_clr, cpa, calls = self.f.last_kprobes
         n = len(dm)
-        if not n and not len(cpa) and not np.any(ch.kind == K_CPA):
+        if not n and not len(calls):
             return self._buf.no_rows, self._buf.no_extra
         cols = [dm, np.zeros(n, np.int64), np.full(n, S_CPA_K), np.zeros(n, np.int64), np.zeros(n, np.int64),
                 ch.cpu[dm], ch.pfn[dm], np.full(n, -1), dm_set, dm_clr, D.F_NOFLUSH | run[dm], np.ones(n, np.int64),
                 np.full(n, -1)]
         rows: list[tuple] = []  # (j, sub, kind, order, req, cpu, kpfn, mt, set, clr, flags, cn, cid)
         pos = 0
-        for j in np.flatnonzero(ch.kind == K_CPA).tolist():
+        for j in calls.tolist():
             cpu = int(ch.cpu[j])
             area = self.area_first.get(ch.start + j)
             if area is not None:
