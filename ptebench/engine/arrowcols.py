@@ -55,10 +55,15 @@ def _true_bit(data, valid, has_valid, j):
     return b != 0
 
 
+#: per byte of a bitmap, its 8 bits as 8 bytes of 0 or 1 (bit k in byte k, little-endian)
+_BYTE_BITS = np.array([sum(((b >> k) & 1) << (8 * k) for k in range(8)) for b in range(256)], dtype=np.uint64)
+
+
 @njit(cache=True, _nrt=False)
 def _bool_bits(data, valid, has_valid, offset, out):
-    """An Arrow boolean array's values (bitmap ``data``) as bools, False where null (reference:
-    :func:`_fill_reference`); a byte of both bitmaps at a time once aligned."""
+    """An Arrow boolean array's values (bitmap ``data``) as bools (``out``: their bytes, ``uint8``), False where
+    null (reference: :func:`_fill_reference`); once aligned, a byte of both bitmaps at a time through
+    :data:`_BYTE_BITS` (its 8 output bytes in one store)."""
     n = out.shape[0]
     i = 0
     while i < n and (offset + i) & 7:
@@ -66,9 +71,9 @@ def _bool_bits(data, valid, has_valid, offset, out):
         i += 1
     while i + 8 <= n:
         j = (offset + i) >> 3
-        byte = data[j] & valid[j] if has_valid else data[j]
+        v = _BYTE_BITS[data[j] & valid[j] if has_valid else data[j]]
         for k in range(8):
-            out[i + k] = (byte >> k) & 1 != 0
+            out[i + k] = np.uint8((v >> np.uint64(8 * k)) & np.uint64(0xFF))
         i += 8
     while i < n:
         out[i] = _true_bit(data, valid, has_valid, offset + i)
@@ -93,7 +98,7 @@ def _fill(arr: pa.Array, value, dtype, *, writable: bool = False, out: np.ndarra
     if pa.types.is_boolean(t) and value is False:
         valid, data = arr.buffers()[:2]
         bits = np.empty(n, bool) if out is None or dtype is not bool else out
-        _bool_bits(_u8(data), _u8(valid), arr.null_count > 0, arr.offset, bits)
+        _bool_bits(_u8(data), _u8(valid), arr.null_count > 0, arr.offset, bits.view(np.uint8))
         return bits if bits.dtype == dtype else bits.astype(dtype)
     if pa.types.is_integer(t) and arr.null_count:
         valid, data = arr.buffers()[:2]
