@@ -90,7 +90,7 @@ class _Buffers:
         self.rec = np.zeros((0, NCOL), np.int64)  # no recording (the tests give it rows)
         self.no_rows = np.zeros(0, np.int64)
         self.no_extra = np.zeros((0, NCOL), np.int64)
-        z = self.no_rows  # no chunk rows, in the types feed() passes (one compiled loop for both)
+        z = self.no_rows  # no chunk rows, in the types of a decoded chunk (feed() sets its own chunk's)
         self.no_chunk = (z.astype(np.int8), z.astype(bool), z, z.astype(np.int8), z.astype(np.int32),
                          z.astype(np.int8), z.astype(np.uint64), z.astype(np.int16), z, z.astype(np.int16), z, 0, z, z)
 
@@ -145,8 +145,11 @@ class SimulateEngine:
             rows, extra = self._kprobe_rows(ch, run)
         else:
             rows, extra = self._buf.no_rows, self._buf.no_extra
-        self._sim(rows, extra, (ch.kind, ch.failed, ch.pfn, ch.order, ch.cpu, ch.mt, ch.gfp, cons_in, pair, cons,
-                                run, ch.start, unseen, refreed))
+        arrays = (ch.kind, ch.failed, ch.pfn, ch.order, ch.cpu, ch.mt, ch.gfp, cons_in, pair, cons, run, ch.start,
+                  unseen, refreed)
+        # a policy's own ops run over no rows of the same types (one compiled loop for both)
+        self._buf.no_chunk = tuple(a[:0] if isinstance(a, np.ndarray) else 0 for a in arrays)
+        self._sim(rows, extra, arrays)
         self._name_origins(ch, cons_in, pair, cons)
 
     def _sim(self, extra_row: np.ndarray, extra: np.ndarray, rows: tuple | None = None) -> None:

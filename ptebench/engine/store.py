@@ -6,8 +6,9 @@ lazily, only by the chunks that need them: :class:`~ptebench.engine.stream.LazyC
 kprobe arguments, parsed once into :class:`~ptebench.engine.stream.KprobeRows`).  :meth:`EventStore.add`
 keeps its chunks in narrow integer types when the file's statistics say the values fit (pids, stack ids
 and cpus in 16 bits, pfns and gfp masks in 32; the four booleans in one byte: 18 bytes an event), and
-:meth:`EventStore.chunks` gives them back one at a time, widened to the types :class:`Chunk` documents.
-The values are the same integers: the replay sees exactly what it would have decoded.
+:meth:`EventStore.chunks` gives them back one at a time, as views in those types (the jitted passes compile
+for them: no chunk is widened).  The values are the same integers: the replay sees exactly what it would have
+decoded.
 """
 
 from __future__ import annotations
@@ -161,14 +162,14 @@ class EventStore:
 
     def chunks(self, trace, kprobes: KprobeRows) -> Iterator[Chunk]:
         """The stored chunks as the replay's :class:`LazyChunk` s (``ts``/``line`` read from the file when
-        used; the kprobe rows' kind, api and arguments from ``kprobes``), cut as they were added.  A chunk's
-        wide arrays are scratch that the next chunk reuses: consume each before asking for the next.  The store
-        is emptied at the end."""
+        used; the kprobe rows' kind, api and arguments from ``kprobes``), cut as they were added.  Their integer
+        columns are views of the store, in its types (``cpu``, ``pid``, ``stack`` maybe 16-bit, ``pfn`` and
+        ``gfp`` 32-bit: the same values; the jitted passes compile for them, and no chunk is widened); the
+        booleans and kprobe arguments are scratch that the next chunk reuses: consume each chunk before asking
+        for the next.  The store is emptied at the end."""
         source = _RowGroupColumns(trace._file)
         m = max((n for _, n in self.bounds), default=0)
         api_s, page_s, addr_s, npages_s = kprobe_arrays(m)
-        wide_s = {name: np.empty(m, t) for name, (t, _) in NARROW.items()}
-        gfp_s = np.empty(m, np.uint64)
         bits_s = [np.empty(m, bool) for _ in FLAGS]
         cols = self.cols
         for start, n in self.bounds:
@@ -180,19 +181,13 @@ class EventStore:
                 kprobes.fill(start, kind, api, page, addr, npages)
             else:
                 api, page, addr, npages = no_kprobes(n)
-            wide = {}
-            for name, buf in wide_s.items():
-                wide[name] = buf[:n]
-                np.copyto(wide[name], cols[name][a:b])
-            gfp = gfp_s[:n]
-            np.copyto(gfp, cols["gfp"][a:b])
             failed, percpu_refill, fragmenting, change_ownership = (x[:n] for x in bits_s)
             unpack_flags(cols["flags"][a:b], failed, percpu_refill, fragmenting, change_ownership)
-            ch = LazyChunk(start=start, kind=kind, api=api, ts=None, cpu=wide["cpu"], pid=wide["pid"], line=None,
-                           pfn=wide["pfn"], order=cols["order"][a:b], gfp=gfp, failed=failed, stack=wide["stack"],
-                           page=page, addr=addr, npages=npages, mt=cols["mt"][a:b], percpu_refill=percpu_refill,
-                           fragmenting=fragmenting, change_ownership=change_ownership,
-                           fallback_mt=np.broadcast_to(np.int8(-1), (n,)))
+            ch = LazyChunk(start=start, kind=kind, api=api, ts=None, cpu=cols["cpu"][a:b], pid=cols["pid"][a:b],
+                           line=None, pfn=cols["pfn"][a:b], order=cols["order"][a:b], gfp=cols["gfp"][a:b],
+                           failed=failed, stack=cols["stack"][a:b], page=page, addr=addr, npages=npages,
+                           mt=cols["mt"][a:b], percpu_refill=percpu_refill, fragmenting=fragmenting,
+                           change_ownership=change_ownership, fallback_mt=np.broadcast_to(np.int8(-1), (n,)))
             ch._source = source
             yield ch
             if probes:  # the scratch rows back to their none values
