@@ -66,7 +66,7 @@ def chunk_rows(kind, failed, pfn, cons_in, cons, pair, has_a, has_f, is_witness,
         ci = np.int64(cons_in[i])
         alloc = k == K_ALLOC and not failed[i]
         if alloc and pfn[i] >= 0:
-            consumer_allocs[ci % ncons] += 1
+            consumer_allocs[ci if ci >= 0 else ci + ncons] += 1  # ci % ncons (ci >= -1) without a division
             c = np.int64(cons[i])
             if c >= 0 and has_a[c]:
                 sel[ns] = i

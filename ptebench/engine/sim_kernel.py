@@ -161,7 +161,7 @@ def sim_chunk(lk, pst, pbmt, zi, pcp, zl, cfg, cpu_node, bctr, blog, blog_n,
             o = np.int64(order[i])
             if is_alloc:
                 cid = np.int64(cons_in[i])
-                a = cid % ncons
+                a = cid if cid >= 0 else cid + ncons  # cid % ncons (cid >= -1) without a division
                 g = np.int64(mt_gfp[min(max(np.int64(mt[i]), 0), 2)]) if forced else np.int64(gfp[i])
                 key = g * B.MAX_ORDER + o
                 if not have_last or key != last_key:  # runs of allocations share a (gfp, order): search once a run
@@ -177,7 +177,7 @@ def sim_chunk(lk, pst, pbmt, zi, pcp, zl, cfg, cpu_node, bctr, blog, blog_n,
                 m_t = np.int64(-1) if forced else np.int64(mt[i])
             else:
                 cid = np.int64(cons[i]) if pair[i] >= 0 else np.int64(-1)
-                a = ncons + cid % ncons
+                a = ncons + (cid if cid >= 0 else cid + ncons)
                 k = S_FREE
                 req = np.int64(0)
                 m_t = np.int64(-1)
