@@ -188,3 +188,34 @@ def test_trace_reads_allocate_from_the_system_pool(trace):
     t = tr._file.read_row_group(0, columns=["pfn", "ts_ns", "fields"])
     assert system.bytes_allocated() - before >= t.nbytes // 2
     assert pa.default_memory_pool().backend_name == default.backend_name
+
+
+def test_a_page_pointer_past_32_bit_pfns_widens_the_chunk(trace, tmp_path, monkeypatch):
+    """A direct-map kprobe whose ``struct page *`` names a pfn past the store's 32-bit pfns: that chunk's pfns go
+    wide before the engine writes it (a wrapped pfn would change the page a CPA call lands on); the replay
+    equals the one that decodes the file again, which is wide throughout."""
+    from ptebench import runner
+
+    t = pq.read_table(trace.path)
+    fields = t.column("fields").to_pylist()
+    events = t.column("event").to_pylist()
+    j = events.index("dm_invalid")
+    base = int(fields[j].split("page=")[1], 16) - 64 * int(t.column("pfn")[j].as_py() or 0)
+    vmemmap = 0xFFD4000000000000 if base >= 0xFFD4000000000000 else 0xFFFFEA0000000000
+    fields[j] = fields[j].split("page=")[0] + f"page={vmemmap + 64 * ((1 << 32) + 5):#x}"
+    t = t.set_column(t.schema.get_field_index("fields"), "fields", pa.array(fields, pa.string()))
+    path = tmp_path / "wide.parquet"
+    pq.write_table(t, path, row_group_size=777)
+    tr = ptebench.load(path)
+    assert S.EventStore.for_trace(tr).cols["pfn"].dtype == np.int32
+
+    def run():
+        r = ptebench.replay(tr, chunk_rows=500)
+        d = r.run_dict()
+        d.pop("timing")
+        return d, r.splits
+
+    with_store = run()
+    monkeypatch.setattr(runner, "STORE_MAX_BYTES", 0)
+    without = run()
+    assert with_store[0] == without[0] and with_store[1].equals(without[1])

@@ -453,3 +453,78 @@ def test_placement_of_the_kernel(ingested, name, want):
     refill = (ev["event"] == "mm_page_alloc_zone_locked") & ev["percpu_refill"].fillna(False)
     assert want["pcp_refill_pages"] == int((2 ** ev["order"][refill].astype("int64")).sum())  # pages, not events
     assert results_json([result])["runs"][0]["placement"] == want
+
+
+def cpa_rows_reference(amap, call_pfns, stats, api_name, npages, addr, j, run, start):
+    """The ops of one set_memory_* call, call by call in plain Python (the per-call rules ``FaithfulEngine.
+    _cpa_ops()`` applies to a chunk's calls at once): (j, pfn, n, set, clr, flags, k)."""
+    from ptebench.engine import addresses as A
+    from ptebench.engine.faithful import CPA_MASKS
+    from ptebench.sim import directmap as D
+
+    if npages <= 0:
+        return []
+    s, c, alias = CPA_MASKS[api_name]
+    force = D.F_FORCE_SPLIT | D.F_KERNEL_4K if api_name == "set_memory_4k" else 0
+    collapse = D.F_COLLAPSE if api_name == "set_memory_rox" else 0
+    where = amap.classify(addr)
+    if where == A.DIRECT:
+        return [(j, amap.pfn_of(addr), npages, s, c, run | force | collapse, -1)]
+    if not alias:
+        stats["cpa_nx_only_no_alias"] += 1
+        return []
+    if where == A.KERNEL:
+        return [(j, amap.pfn_of(addr), npages, s, c, run | force | collapse | D.F_ALIAS, -1)]
+    if where == A.MODULE:
+        pfns = call_pfns.get(start + j)
+        if pfns is None:
+            stats["cpa_calls_unplaced"] += 1
+            return []
+        return [(j, int(p), 1, s, c, run | force | collapse | (D.F_ALIAS if k == 0 else D.F_NOFLUSH), k)
+                for k, p in enumerate(pfns.tolist())]
+    stats["cpa_calls_unknown_address"] += 1
+    return []
+
+
+_ADDRESS_CLASSES = ("direct", "kernel", "module", "vmalloc", "user", "vmemmap")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(-1, 4), st.sampled_from(_ADDRESS_CLASSES),
+                          st.integers(0, 1 << 20), st.booleans(), st.integers(0, 3), st.sampled_from([0, 1 << 6])),
+                max_size=12), st.integers(0, 1 << 30), st.sampled_from([4, 5]))
+def test_cpa_ops_against_the_per_call_rules(calls, start, levels):
+    """The set_memory_* calls of a chunk turned into ops at once (``FaithfulEngine._cpa_ops``: address classes,
+    kernel-image aliases, module pages the binding found or not, NX-only APIs, empty calls) equal the per-call
+    rules, op for op and in the same order, with the same counters."""
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    from ptebench.engine import addresses as A
+    from ptebench.engine.faithful import FaithfulEngine
+    from ptebench.engine.stream import CPA_APIS
+
+    lay = A.LAYOUTS[levels]
+    amap = A.AddressMap(levels, lay["page_offset"], lay["vmemmap"])
+    base = {"direct": lay["page_offset"], "kernel": A.START_KERNEL_MAP, "module": A.MODULES_VADDR,
+            "vmalloc": lay["vmalloc"], "user": 0x7F0000000000, "vmemmap": lay["vmemmap"]}
+    n = 2 * len(calls) + 1
+    rows = np.arange(len(calls), dtype=np.int64) * 2 + 1  # calls between other rows
+    api, npages, addr = np.full(n, -1, np.int8), np.zeros(n, np.int64), np.zeros(n, np.uint64)
+    call_pfns = {}
+    for j, (a, pages, where, off, bound, nb, run) in zip(rows.tolist(), calls, strict=True):
+        api[j], npages[j], addr[j] = a, pages, (base[where] + (off << 12)) % (1 << 64)  # past the top: wraps
+        if bound:
+            call_pfns[start + j] = np.arange(off, off + nb, dtype=np.int64)
+    run = np.zeros(n, np.int64)
+    run[rows] = [c[6] for c in calls]
+    ch = SimpleNamespace(start=start, api=api, npages=npages, addr=addr)
+    got_stats, want_stats = defaultdict(int), defaultdict(int)
+    eng = SimpleNamespace(amap=amap, binding=SimpleNamespace(call_pfns=call_pfns), stats=got_stats)
+    got = FaithfulEngine._cpa_ops(eng, ch, rows, run)
+    want = [r for j in rows.tolist() for r in cpa_rows_reference(
+        amap, call_pfns, want_stats, CPA_APIS[api[j]], int(npages[j]), int(addr[j]), j, int(run[j]), start)]
+    assert got.dtype == np.int64 and got.shape == (len(want), 7)
+    assert [tuple(r) for r in got.tolist()] == want
+    assert dict(got_stats) == dict(want_stats)
+    assert [A.WHERE[w] for w in amap.classify_many(addr).tolist()] == [amap.classify(int(a)) for a in addr.tolist()]

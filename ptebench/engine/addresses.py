@@ -41,6 +41,8 @@ DIRECT = "direct"
 KERNEL = "kernel"  # the kernel image's high mapping
 MODULE = "module"  # module/vmalloc space: backing pages unknown until revealed
 UNKNOWN = "unknown"
+#: :meth:`AddressMap.classify_many`'s codes
+WHERE = (DIRECT, KERNEL, MODULE, UNKNOWN)
 
 
 @dataclass
@@ -69,6 +71,26 @@ class AddressMap:
         if MODULES_VADDR <= addr < MODULES_END or LAYOUTS[self.levels]["vmalloc"] <= addr < self.vmemmap_base:
             return MODULE
         return UNKNOWN
+
+    def classify_many(self, addr: np.ndarray) -> np.ndarray:
+        """:meth:`classify` of each address (``uint64``), as indices into :data:`WHERE`."""
+        a = np.asarray(addr, np.uint64)
+        u = np.uint64
+        out = np.full(len(a), WHERE.index(UNKNOWN), np.int8)  # the later tests take precedence, as in classify()
+        lay = LAYOUTS[self.levels]
+        out[((a >= u(MODULES_VADDR)) & (a < u(MODULES_END))) | ((a >= u(lay["vmalloc"])) & (a < u(self.vmemmap_base)))
+            ] = WHERE.index(MODULE)
+        out[(a >= u(START_KERNEL_MAP)) & (a < u(MODULES_VADDR))] = WHERE.index(KERNEL)
+        out[(a >= u(self.page_offset)) & (a < u(self.page_offset + lay["direct_size"]))] = WHERE.index(DIRECT)
+        return out
+
+    def pfn_of_many(self, addr: np.ndarray, where: np.ndarray) -> np.ndarray:
+        """:meth:`pfn_of` of each address given its :meth:`classify_many` code (meaningless for module and
+        unknown ones)."""
+        a = np.asarray(addr, np.uint64)
+        direct = (a - np.uint64(self.page_offset)) >> np.uint64(12)
+        kernel = (a - np.uint64(START_KERNEL_MAP) + np.uint64(self.phys_base)) >> np.uint64(12)
+        return np.where(where == WHERE.index(DIRECT), direct, kernel).astype(np.int64)
 
     def pfn_of(self, addr: int) -> int:
         """pfn of a direct-map or kernel-image address (``__pa`` / ``__pa_symbol``)."""

@@ -48,6 +48,13 @@ CPA_MASKS = {
     "set_memory_np": (0, D.ATTR_P, True), "set_memory_4k": (0, 0, True),
     "set_memory_rox": (0, D.ATTR_RW, True),
 }
+#: CPA_MASKS as arrays by CPA_APIS index (set, clear, alias), and each API's own op flags: set_memory_4k forces
+#: 4K pages, set_memory_rox may collapse
+_CPA_SET, _CPA_CLR = (np.array([CPA_MASKS[api][i] for api in CPA_APIS], np.int64) for i in (0, 1))
+_CPA_ALIAS = np.array([CPA_MASKS[api][2] for api in CPA_APIS], dtype=bool)
+_CPA_FLAGS = np.array([(D.F_FORCE_SPLIT | D.F_KERNEL_4K if api == "set_memory_4k" else 0)
+                       | (D.F_COLLAPSE if api == "set_memory_rox" else 0) for api in CPA_APIS], np.int64)
+_DIRECT, _KERNEL, _MODULE, _UNKNOWN = (A.WHERE.index(w) for w in (A.DIRECT, A.KERNEL, A.MODULE, A.UNKNOWN))
 DM_MASKS = {K_DM_INVALID: (0, D.ATTR_P | D.ATTR_RW), K_DM_DEFAULT: (D.ATTR_P | D.ATTR_RW, 0)}
 DM_API = {K_DM_INVALID: "set_direct_map_invalid_noflush", K_DM_DEFAULT: "set_direct_map_default_noflush"}
 #: frames that name the API a CPA call entered by (innermost match wins)
@@ -127,9 +134,9 @@ class FaithfulEngine:
         self.consumer_allocs = np.zeros(len(consumers.items), dtype=np.int64)
         self._run = _RunScratch()
         # the latest chunk's kprobe ops as _ops() decoded them (the simulate engine places the same ones):
-        # (direct-map kprobe rows, their set and clear masks, the ops of _cpa_rows(), the set_memory_* kprobe
+        # (direct-map kprobe rows, their set and clear masks, the ops of _cpa_ops(), the set_memory_* kprobe
         # rows), or None
-        self.last_kprobes: tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple], np.ndarray] | None = None
+        self.last_kprobes: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ per chunk
     def feed(self, ch: Chunk) -> None:
@@ -172,7 +179,7 @@ class FaithfulEngine:
                 consumer=self._origin_name(ch, j, c), stack=int(ch.stack[j]),
                 running=bool(ops.flags[op] & D.F_RUNNING)))
             if not row[D.L_KIND]:
-                self.split_of_call[placeable_calls.get(ev, ev)].append(len(self.records) - 1)
+                self.split_of_call[int(placeable_calls.of(np.array([ev]))[0])].append(len(self.records) - 1)
         self._witnesses(ch, cons_in, walk[:nw], walk_call[:nw], placeable_calls, run)
 
     def _running(self, ch: Chunk) -> np.ndarray:
@@ -206,7 +213,7 @@ class FaithfulEngine:
         """The CPA calls of this chunk, in event order, with the event each came from (``sel``: the rows of
         consumer actions, ``sel_alloc``: on allocation, else on free; :func:`chunk_rows`; ``dm``/``cpa``: the
         rows of direct-map and set_memory_* kprobes, :func:`classify_rows`)."""
-        calls: dict[int, int] = {}  # event index -> call id (confirming kprobes map to the consumer's op)
+        calls = _NO_CALLS  # event index -> call id (confirming kprobes map to the consumer's op)
         # consumer actions on allocation and on free, as arrays in event order (their consumers are >= 0)
         c_sel = cons[sel].astype(np.int64)
         act = np.where(sel_alloc[:, None], self.alloc_act[c_sel], self.free_act[c_sel])
@@ -217,19 +224,17 @@ class FaithfulEngine:
             confirms = (c >= 0) & (self.alloc_act[np.where(c >= 0, c, 0), 3] != 0)
             if confirms.any():  # the consumer made this change: the kprobe belongs to its call
                 self.stats["kprobe_confirmations"] += int(confirms.sum())
-                calls.update(zip((ch.start + dm[confirms]).tolist(), pair[dm[confirms]].tolist(), strict=True))
+                calls = _CallIds(ch.start + dm[confirms], pair[dm[confirms]].astype(np.int64))
             dm = dm[~confirms & (ch.pfn[dm] >= 0)]
             inv = ch.kind[dm] == K_DM_INVALID
             (si, ci), (sd, cd) = DM_MASKS[K_DM_INVALID], DM_MASKS[K_DM_DEFAULT]
             dm_set, dm_clr = np.where(inv, si, sd), np.where(inv, ci, cd)
             extra = np.stack([dm, ch.pfn[dm], np.ones(len(dm), np.int64), dm_set, dm_clr, D.F_NOFLUSH | run[dm]],
                              axis=1).astype(np.int64)
-            rows = []  # (event j, pfn, n, set, clr, flags, module page k or -1) of set_memory_* kprobes
-            for j in cpa.tolist():
-                rows.extend(self._cpa_rows(ch, j, int(run[j])))
+            rows = self._cpa_ops(ch, cpa, run)  # the set_memory_* kprobes' ops
             self.last_kprobes = (dm, dm_set, dm_clr, rows, cpa)
-            if rows:  # by event (stable: the ops of one call keep their order)
-                extra = np.concatenate([extra, np.array(rows, dtype=np.int64).reshape(-1, 7)[:, :6]])
+            if len(rows):  # by event (stable: the ops of one call keep their order)
+                extra = np.concatenate([extra, rows[:, :6]])
                 extra = extra[np.argsort(extra[:, 0], kind="stable")]
         else:
             extra = np.zeros((0, 6), np.int64)
@@ -249,49 +254,71 @@ class FaithfulEngine:
                   np.asarray(clrm).astype(np.uint8), np.asarray(flags, np.int64))
         return ops, ch.start + np.asarray(j, np.int64), calls
 
-    def _cpa_rows(self, ch: Chunk, j: int, run: int) -> list[tuple[int, int, int, int, int, int, int]]:
-        """The ops of set_memory_* call ``j``: (j, pfn, npages, set, clr, flags, k), ``k`` the page's index in
-        a module area, -1 for a call at a physical address (direct map or kernel image)."""
-        api = CPA_APIS[ch.api[j]]
-        n = int(ch.npages[j])
-        if n <= 0:
-            return []
-        s, c, alias = CPA_MASKS[api]
-        force = D.F_FORCE_SPLIT | D.F_KERNEL_4K if api == "set_memory_4k" else 0
-        collapse = D.F_COLLAPSE if api == "set_memory_rox" else 0
-        addr = int(ch.addr[j])
-        where = self.amap.classify(addr)
-        if where == A.DIRECT:
-            return [(j, self.amap.pfn_of(addr), n, s, c, run | force | collapse, -1)]
-        if not alias:
-            self.stats["cpa_nx_only_no_alias"] += 1
-            return []
-        if where == A.KERNEL:
-            return [(j, self.amap.pfn_of(addr), n, s, c, run | force | collapse | D.F_ALIAS, -1)]
-        if where == A.MODULE:
-            pfns = self.binding.call_pfns.get(ch.start + j)
-            if pfns is None:
-                self.stats["cpa_calls_unplaced"] += 1
-                return []
-            # cpa_process_alias() per 4K page of the vmalloc range; one flush_tlb_all for the call
-            return [(j, int(p), 1, s, c, run | force | collapse | (D.F_ALIAS if k == 0 else D.F_NOFLUSH), k)
-                    for k, p in enumerate(pfns.tolist())]
-        self.stats["cpa_calls_unknown_address"] += 1
-        return []
+    def _cpa_ops(self, ch: Chunk, cpa: np.ndarray, run: np.ndarray) -> np.ndarray:
+        """The ops of the set_memory_* calls at rows ``cpa``, call by call: rows of (j, pfn, npages, set, clr,
+        flags, k), ``k`` the page's index in a module area, -1 for a call at a physical address (direct map or
+        kernel image).  Per call (the per-call rules, ``cpa_rows_reference`` in the tests): none for
+        ``npages <= 0``; a direct-map address is one op (``__change_page_attr_set_clr()`` on the range); past
+        it, an API that runs no alias pass (NX only) changes nothing on the direct map; a kernel-image
+        address is one op through the alias (``__pa_symbol``); a module/vmalloc address is one op per
+        backing page the area binding found (``cpa_process_alias()`` per 4K page, one flush for the call)."""
+        out = np.zeros((0, 7), np.int64)
+        if not len(cpa):
+            return out
+        api = ch.api[cpa].astype(np.int64)
+        n = ch.npages[cpa].astype(np.int64)
+        where = self.amap.classify_many(ch.addr[cpa])
+        setm, clrm, alias = _CPA_SET[api], _CPA_CLR[api], _CPA_ALIAS[api]
+        flags = run[cpa] | _CPA_FLAGS[api]
+        live = n > 0
+        direct = live & (where == _DIRECT)
+        kernel = live & ~direct & alias & (where == _KERNEL)
+        module = live & ~direct & alias & (where == _MODULE)
+        for key, count in (("cpa_nx_only_no_alias", live & ~direct & ~alias),
+                           ("cpa_calls_unknown_address", live & alias & (where == _UNKNOWN))):
+            if count.any():
+                self.stats[key] += int(count.sum())
+        counts = (direct | kernel).astype(np.int64)
+        mods = np.flatnonzero(module)
+        bound = [self.binding.call_pfns.get(g) for g in (ch.start + cpa[mods]).tolist()]
+        placed = np.array([p is not None for p in bound], dtype=bool)
+        if not placed.all():
+            self.stats["cpa_calls_unplaced"] += int((~placed).sum())
+        pages = [p for p in bound if p is not None]
+        counts[mods[placed]] = [len(p) for p in pages]
+        call = np.repeat(np.arange(len(cpa)), counts)
+        if not len(call):
+            return out
+        k = np.arange(len(call)) - np.repeat(np.cumsum(counts) - counts, counts)  # the page's index in its call
+        on_module = module[call]
+        pfn = self.amap.pfn_of_many(ch.addr[cpa], where)[call]
+        if pages:
+            pfn[on_module] = np.concatenate(pages)
+        out = np.empty((len(call), 7), np.int64)
+        out[:, 0] = cpa[call]
+        out[:, 1] = pfn
+        out[:, 2] = np.where(on_module, 1, n[call])
+        out[:, 3] = setm[call]
+        out[:, 4] = clrm[call]
+        out[:, 5] = flags[call] | np.where(kernel[call] | (on_module & (k == 0)), D.F_ALIAS,
+                                           np.where(on_module, D.F_NOFLUSH, 0))
+        out[:, 6] = np.where(on_module, k, -1)
+        return out
 
     # ------------------------------------------------------------------ witnesses
     def _witnesses(self, ch: Chunk, cons_in: np.ndarray, rows: np.ndarray, is_call: np.ndarray,
-                   calls: dict[int, int], run: np.ndarray) -> None:
+                   calls: _CallIds, run: np.ndarray) -> None:
         """Walk the chunk's call events and witnesses in order (``rows``, ``is_call``: :func:`chunk_rows`'
         walk), binding witnesses to splits."""
         rows, is_call = _walk_rows(ch.pid, rows, is_call)
-        for j, call in zip(rows.tolist(), is_call.tolist(), strict=True):
+        call_ids = calls.of(ch.start + rows).tolist()
+        for j, call, call_id in zip(rows.tolist(), is_call.tolist(), call_ids, strict=True):
             g = ch.start + j
             pid = int(ch.pid[j])
             if call:
                 self.noprobe_prev.pop(pid, None)
                 api, placeable, where = self._call_api(ch, j, cons_in)
-                self.last_call[pid] = (api, calls.get(g, g), placeable, where)
+                self.last_call[pid] = (api, call_id, placeable, where)
                 continue
             api, depth = self.stack_info.entry(int(ch.stack[j]))
             hit = self.last_call.get(pid)
@@ -455,6 +482,26 @@ class _RunScratch:
         r = self.reused
         return (r.get("sel", n, np.int64), r.get("sel_alloc", n, np.bool_), r.get("walk", n, np.int64),
                 r.get("walk_call", n, np.bool_))
+
+
+class _CallIds:
+    """The CPA call each confirming direct-map kprobe of a chunk belongs to: its global row -> the consumer's
+    op (the allocation the kprobe's page pairs with); sorted rows, looked up a batch at a time."""
+
+    __slots__ = ("rows", "ids")
+
+    def __init__(self, rows: np.ndarray, ids: np.ndarray) -> None:
+        self.rows, self.ids = rows, ids  # rows ascending (the chunk's kprobes in row order)
+
+    def of(self, g: np.ndarray) -> np.ndarray:
+        """The call id of each global row ``g``: the consumer's op where the row confirms one, else the row."""
+        if not len(self.rows):
+            return g
+        at = np.minimum(np.searchsorted(self.rows, g), len(self.rows) - 1)
+        return np.where(self.rows[at] == g, self.ids[at], g)
+
+
+_NO_CALLS = _CallIds(np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 
 def _witness_walk(pid: np.ndarray, wmask: np.ndarray, call_mask: np.ndarray) -> np.ndarray:

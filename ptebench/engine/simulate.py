@@ -116,6 +116,7 @@ class SimulateEngine:
         self.xs = np.zeros(NX, dtype=np.int64)
         self.pt_req = B.request(B.GFP_KERNEL, 0)
         self.area_first = {area.created: area for area in faithful.binding.areas if area.pfns is not None}
+        self._area_created = np.array(sorted(self.area_first), dtype=np.int64)
         # per consumer id (row -1: none), the alloc actions then the free actions: (set, clr, flags, has)
         none = np.zeros((1, 4), np.int64)
         self.acts = np.vstack([faithful.alloc_act, none, faithful.free_act, none]).astype(np.int64)
@@ -192,31 +193,29 @@ class SimulateEngine:
         n = len(dm)
         if not n and not len(calls):
             return self._buf.no_rows, self._buf.no_extra
-        cols = [dm, np.zeros(n, np.int64), np.full(n, S_CPA_K), np.zeros(n, np.int64), np.zeros(n, np.int64),
-                ch.cpu[dm], ch.pfn[dm], np.full(n, -1), dm_set, dm_clr, D.F_NOFLUSH | run[dm], np.ones(n, np.int64),
-                np.full(n, -1)]
-        rows: list[tuple] = []  # (j, sub, kind, order, req, cpu, kpfn, mt, set, clr, flags, cn, cid)
-        pos = 0
-        for j in calls.tolist():
-            cpu = int(ch.cpu[j])
-            area = self.area_first.get(ch.start + j)
-            if area is not None:
-                for k, kp in enumerate(area.pfns.tolist()):
-                    rows.append((j, -1 - k, S_AREA, 0, 0, cpu, int(kp), 0, 0, 0, 0, 0, -1))
-            while pos < len(cpa) and cpa[pos][0] == j:  # the call's ops: at a physical address, or per module page
-                _, pfn, npages, setm, clrm, flags, k = cpa[pos]
-                rows.append((j, max(k, 0), S_CPA_K if k >= 0 else S_CPA_P, 0, 0, cpu, pfn, -1, setm, clrm, flags,
-                             npages, -1))
-                pos += 1
-        if rows:
-            extra = np.array(rows, dtype=np.int64).reshape(-1, len(cols))
-            cols = [np.concatenate([col, extra[:, k]]) for k, col in enumerate(cols)]
-            o = np.lexsort((cols[1], cols[0]))  # by event, then sub-position (area pages before the call)
-            cols = [col[o] for col in cols]
-        j = np.asarray(cols[0], np.int64)
+        # (j, sub-position, then OP_FIELDS but the origin): a direct-map kprobe at the kernel's page
+        parts = [np.stack([dm, np.zeros(n, np.int64), np.full(n, S_CPA_K), np.zeros(n, np.int64),
+                           np.zeros(n, np.int64), ch.cpu[dm], ch.pfn[dm], np.full(n, -1), dm_set, dm_clr,
+                           D.F_NOFLUSH | run[dm], np.ones(n, np.int64), np.full(n, -1)], axis=1).astype(np.int64)]
+        # the module/vmalloc areas these calls create: their pages allocated before the call's ops
+        for j in calls[np.isin(ch.start + calls, self._area_created)].tolist():
+            kp = self.area_first[ch.start + j].pfns.astype(np.int64)
+            m = len(kp)
+            parts.append(np.stack([np.full(m, j), -1 - np.arange(m), np.full(m, S_AREA), np.zeros(m, np.int64),
+                                   np.zeros(m, np.int64), np.full(m, ch.cpu[j]), kp, np.zeros(m, np.int64),
+                                   *(np.zeros(m, np.int64),) * 4, np.full(m, -1)], axis=1).astype(np.int64))
+        if len(cpa):  # each call's ops: at a physical address (S_CPA_P), or per module page (S_CPA_K)
+            j, k = cpa[:, 0], cpa[:, 6]
+            m = len(j)
+            parts.append(np.stack([j, np.maximum(k, 0), np.where(k >= 0, S_CPA_K, S_CPA_P), np.zeros(m, np.int64),
+                                   np.zeros(m, np.int64), ch.cpu[j], cpa[:, 1], np.full(m, -1), cpa[:, 3], cpa[:, 4],
+                                   cpa[:, 5], cpa[:, 2], np.full(m, -1)], axis=1).astype(np.int64))
+        rows = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        if len(parts) > 1:
+            rows = rows[np.lexsort((rows[:, 1], rows[:, 0]))]  # by event, then sub-position
+        j = rows[:, 0].copy()
         ops = np.empty((len(j), NCOL), np.int64)
-        for k, col in enumerate(cols[2:]):
-            ops[:, k] = col
+        ops[:, : NCOL - 1] = rows[:, 2:]
         ops[:, NCOL - 1] = ch.start + j
         return j, ops
 
