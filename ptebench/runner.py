@@ -286,7 +286,7 @@ def _not_in_later_area(rows: np.ndarray, areas: list[tuple[int, np.ndarray]]) ->
     the page's next free holds (that area's recreation is the unseen allocation)."""
     if not areas or not len(rows):
         return rows
-    created = np.concatenate([np.full(len(p), c, np.int64) for c, p in areas])
+    created = np.repeat(np.array([c for c, _ in areas], np.int64), [len(p) for _, p in areas])
     pfns = np.concatenate([p for _, p in areas])
     o = np.lexsort((created, pfns))
     pfns, created = pfns[o], created[o]

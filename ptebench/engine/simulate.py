@@ -198,12 +198,20 @@ class SimulateEngine:
                            np.zeros(n, np.int64), ch.cpu[dm], ch.pfn[dm], np.full(n, -1), dm_set, dm_clr,
                            D.F_NOFLUSH | run[dm], np.ones(n, np.int64), np.full(n, -1)], axis=1).astype(np.int64)]
         # the module/vmalloc areas these calls create: their pages allocated before the call's ops
-        for j in calls[np.isin(ch.start + calls, self._area_created)].tolist():
-            kp = self.area_first[ch.start + j].pfns.astype(np.int64)
-            m = len(kp)
-            parts.append(np.stack([np.full(m, j), -1 - np.arange(m), np.full(m, S_AREA), np.zeros(m, np.int64),
-                                   np.zeros(m, np.int64), np.full(m, ch.cpu[j]), kp, np.zeros(m, np.int64),
-                                   *(np.zeros(m, np.int64),) * 4, np.full(m, -1)], axis=1).astype(np.int64))
+        creates = calls[np.isin(ch.start + calls, self._area_created)]
+        if len(creates):
+            kps = [self.area_first[g].pfns for g in (ch.start + creates).tolist()]
+            sizes = np.array([len(kp) for kp in kps], np.int64)
+            j = np.repeat(creates, sizes)
+            m = len(j)
+            area = np.zeros((m, 13), np.int64)  # order, request, mt, set, clear, flags and npages 0
+            area[:, 0] = j
+            area[:, 1] = -1 - (np.arange(m) - np.repeat(np.cumsum(sizes) - sizes, sizes))  # the k-th page: -1 - k
+            area[:, 2] = S_AREA
+            area[:, 5] = ch.cpu[j]
+            area[:, 6] = np.concatenate(kps)
+            area[:, 12] = -1
+            parts.append(area)
         if len(cpa):  # each call's ops: at a physical address (S_CPA_P), or per module page (S_CPA_K)
             j, k = cpa[:, 0], cpa[:, 6]
             m = len(j)

@@ -357,7 +357,7 @@ def chunk_from_table(table: pa.Table, start: int = 0) -> Chunk:
 
 def first_ts(trace) -> int:
     """Timestamp of the trace's first event (0 for an empty trace), reading one row."""
-    for batch in trace._file.iter_batches(batch_size=1, columns=["ts_ns"]):
+    for batch in trace._file.iter_batches(batch_size=1, columns=["ts_ns"], use_threads=False):
         if batch.num_rows:
             return int(batch.column(0)[0].as_py())
     return 0
