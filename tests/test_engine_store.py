@@ -219,3 +219,22 @@ def test_a_page_pointer_past_32_bit_pfns_widens_the_chunk(trace, tmp_path, monke
     monkeypatch.setattr(runner, "STORE_MAX_BYTES", 0)
     without = run()
     assert with_store[0] == without[0] and with_store[1].equals(without[1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3000), st.integers(0, 2000)), min_size=1, max_size=8),
+       st.sampled_from([1, 97, 500, 1 << 18]))
+def test_lazy_ts_and_line_any_request_order(trace, requests, batch):
+    """``ts``/``line`` by global row (``_RowGroupColumns``: a row group's batches decoded as asked, restarted for an
+    earlier row), for requests in any order, across batches and row groups, equal the file's columns."""
+    from ptebench.engine.stream import _RowGroupColumns
+
+    whole = pq.read_table(trace.path, columns=["ts_ns", "line"])
+    ts, line = whole.column("ts_ns").to_numpy(), whole.column("line").to_numpy()
+    src = _RowGroupColumns(trace._file, batch)
+    for start, n in requests:
+        start = min(start, len(ts))
+        n = min(n, len(ts) - start)
+        got_ts, got_line = src.rows(start, n)
+        assert got_ts.tolist() == ts[start: start + n].tolist()
+        assert got_line.tolist() == line[start: start + n].tolist()

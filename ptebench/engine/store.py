@@ -167,8 +167,8 @@ class EventStore:
         ``gfp`` 32-bit: the same values; the jitted passes compile for them, and no chunk is widened); the
         booleans and kprobe arguments are scratch that the next chunk reuses: consume each chunk before asking
         for the next.  The store is emptied at the end."""
-        source = _RowGroupColumns(trace._file)
         m = max((n for _, n in self.bounds), default=0)
+        source = _RowGroupColumns(trace._file, m)
         api_s, page_s, addr_s, npages_s = kprobe_arrays(m)
         bits_s = [np.empty(m, bool) for _ in FLAGS]
         cols = self.cols
