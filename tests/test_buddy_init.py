@@ -180,3 +180,77 @@ def test_holes_match_per_pfn_reference(spans):
     if max(e for _, e in ram) >> 12 == 0:
         ram.append((0, 4096))
     assert zones_from_ram(ram)[1] == zones_from_ram_reference(ram)
+
+
+def _choose_free_blocks_reference(zones, absent, npfn, buddyinfo, first):
+    """:func:`choose_free_blocks` block by block in plain Python: candidates by likely-free pages, then top-down;
+    a candidate whose buddy was chosen is skipped; chosen blocks leave every order's availability."""
+    from ptebench.sim.buddy_init import F_BUDDY, F_PCP, F_USED, MAX_ORDER
+
+    avail = [True] * npfn
+    for a, b in absent:
+        for p in range(a, b):
+            avail[p] = False
+    for p in range(npfn):
+        if first[p] in (F_USED, F_PCP):
+            avail[p] = False
+    blocks, short = [], {}
+    for name, start, end in zones:
+        want = buddyinfo.get(name)
+        if want is None:
+            continue
+        for order in range(MAX_ORDER - 1, -1, -1):
+            need = int(want[order]) if order < len(want) else 0
+            if need == 0:
+                continue
+            size = 1 << order
+            b0, b1 = -(-start // size), end // size
+            cands = [b for b in range(b0, b1) if all(avail[b * size: (b + 1) * size])
+                     and (b + 1) * size <= len(avail) and len(avail[b * size: (b + 1) * size]) == size]
+            score = {b: sum(first[p] == F_BUDDY for p in range(b * size, (b + 1) * size)) for b in cands}
+            cands.sort(key=lambda b: (-score[b], -b))
+            chosen = []
+            for b in cands:
+                if len(chosen) == need:
+                    break
+                if order < MAX_ORDER - 1 and (b ^ 1) in chosen:
+                    continue
+                chosen.append(b)
+            for b in chosen:
+                for p in range(b * size, (b + 1) * size):
+                    avail[p] = False
+                blocks.append((b * size, order))
+            if len(chosen) < need:
+                short.setdefault(name, [0] * MAX_ORDER)[order] = need - len(chosen)
+    return sorted(blocks), short
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data(), st.sampled_from([np.int32, np.int64]))
+def test_free_block_choice_and_list_order_against_reference(data, row_type):
+    """The initial free blocks (numpy: ranked candidates, a pair's first, availability by index arrays) and
+    their list order (one reduceat: earliest first-event row of a block's likely-free pages, then pfn) equal
+    the block-by-block rules, whatever the rows' integer type."""
+    from ptebench.sim.buddy_init import F_BUDDY, MAX_ORDER, NO_ROW, list_order
+
+    npfn = data.draw(st.sampled_from([2048, 3072, 4096 + 512]))
+    rng = np.random.default_rng(data.draw(st.integers(0, 1 << 32)))  # pages drawn by a seed: thousands of them
+    # per 128 pages, either only untouched and likely-free pages (free blocks of every order can form) or any
+    first = np.where(np.repeat(rng.random(npfn // 128) < 0.7, 128), rng.choice(np.array([0, 1], np.int8), npfn),
+                     rng.choice(np.array([0, 1, 1, 2, 3], np.int8), npfn)).astype(np.int8)
+    cut = data.draw(st.integers(0, npfn // 1024)) * 1024
+    zones = [("DMA32", 0, cut), ("Normal", cut, npfn)]
+    absent = [(a, a + data.draw(st.integers(0, 40))) for a in data.draw(st.lists(st.integers(0, npfn - 1),
+                                                                                max_size=3))]
+    absent = [(a, min(b, npfn)) for a, b in absent]
+    buddyinfo = {z: data.draw(st.lists(st.integers(0, 6), min_size=MAX_ORDER, max_size=MAX_ORDER))
+                 for z in ("DMA32", "Normal")}
+    none = np.iinfo(row_type).max
+    row = np.where(first == F_BUDDY, rng.permutation(npfn).astype(row_type), none).astype(row_type)
+    blocks, short = choose_free_blocks(zones, absent, npfn, buddyinfo, first)
+    assert (blocks, short) == _choose_free_blocks_reference(zones, absent, npfn, buddyinfo, first.tolist())
+
+    def key(b):
+        r = [int(row[p]) for p in range(b[0], b[0] + (1 << b[1])) if first[p] == F_BUDDY]
+        return (min(r) if r else NO_ROW, b[0])
+    assert list_order(blocks, first, row) == sorted(blocks, key=key)

@@ -544,7 +544,7 @@ def test_per_event_kernels_run_without_the_nrt():
     from ptebench.engine import arrowcols, faithful_rows, pairing, placement, prepass, sim_kernel, store
     from ptebench.sim import buddy_init
 
-    kernels = [sim_kernel.sim_chunk, sim_kernel._cpa, pairing.pair_events,
+    kernels = [sim_kernel.sim_chunk, sim_kernel._cpa, pairing.pair_events, B.free_blocks,
                placement._placement_chunk, prepass._last_alloc, buddy_init._first_events_chunk, B.run_ops,
                arrowcols._fill_valid, arrowcols._bool_bits, arrowcols._lookup, arrowcols._scan_hex,
                arrowcols._find_hex, arrowcols._find_n, arrowcols._same, arrowcols._scan_probes, arrowcols._true_bit, buddy_init._page_count,

@@ -917,6 +917,16 @@ def free_one(lk, pst, pbmt, zi, pcp, cfg, ctr, pfn, order, cpu, flags):
     return free(lk, pst, pbmt, zi, pcp, cfg, ctr, pfn, order, cpu, flags)
 
 
+@njit(cache=True, _nrt=False)
+def free_blocks(lk, pst, pbmt, zi, pcp, cfg, ctr, pfns, orders, flags):
+    """:func:`free` of each ``(pfns[k], orders[k])`` in turn on CPU 0 (a seeding loop without a Python call
+    a block); returns the index of the first block it rejects (the rest not freed), or -1."""
+    for k in range(pfns.shape[0]):
+        if not free(lk, pst, pbmt, zi, pcp, cfg, ctr, pfns[k], orders[k], 0, flags):
+            return k
+    return -1
+
+
 # ----------------------------------------------------------------------------- gfp helpers
 def gfp_zone(gfp: int) -> int:
     """gfp_zone(): the highest zone type a gfp mask may use (ZONE_MOVABLE is empty here: Normal)."""
@@ -1238,11 +1248,12 @@ class Buddy:
                 pbmt[s >> PAGEBLOCK_ORDER:((e - 1) >> PAGEBLOCK_ORDER) + 1] == MT_HIGHATOMIC))
         for a, b in absent:
             pst[int(a):int(b)] = PS_NONE
-        for pfn, order in blocks:
-            pfn, order = int(pfn), int(order)
-            if not free_one(*self._free_args(), pfn, order, 0, F_TO_TAIL | F_BYPASS_PCP):
-                raise PtebenchError(f"free block ({pfn}, order {order}) is not inside one zone, aligned, "
-                                    "and not already free or absent")
+        arr = np.asarray(blocks, dtype=np.int64).reshape(-1, 2)
+        bad = free_blocks(*self._free_args(), arr[:, 0].copy(), arr[:, 1].copy(), F_TO_TAIL | F_BYPASS_PCP)
+        if bad >= 0:
+            pfn, order = (int(v) for v in arr[bad])
+            raise PtebenchError(f"free block ({pfn}, order {order}) is not inside one zone, aligned, "
+                                "and not already free or absent")
         st["ctr"][:] = 0
         zi[:, Z_PGFREE] = 0
         self._seeded = True

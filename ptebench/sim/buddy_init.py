@@ -282,34 +282,29 @@ def choose_free_blocks(zones, absent, npfn: int, buddyinfo: dict[str, list[int]]
                 short.setdefault(name, [0] * MAX_ORDER)[order] = need
                 continue
             cand = np.flatnonzero(whole[order][b0:b1])
-            score = likely[order][b0:b1][cand]
-            chosen: set[int] = set()
-            for c in _by_score(cand, score):  # most likely-free pages first, then top-down
-                if len(chosen) == need:
-                    break
-                blk = b0 + c
-                if order < MAX_ORDER - 1 and (blk ^ 1) in chosen:  # order-10 blocks never merge
-                    continue
-                chosen.add(blk)
-            for blk in chosen:
-                for o in range(order + 1):  # its pages are no longer available, at every order up to its own
-                    whole[o][(blk << order) >> o: ((blk + 1) << order) >> o] = False
-                blocks.append((blk * size, order))
+            # most likely-free pages first, then top-down (_by_score); a block whose buddy came first is
+            # skipped (they would merge; order-10 blocks never do); the first ``need`` of the rest
+            ranked = _by_score(cand, likely[order][b0:b1][cand], 2 * need)  # at least half are a pair's first
+            if order < MAX_ORDER - 1:
+                _, first_of_pair = np.unique((b0 + ranked) >> 1, return_index=True)
+                ranked = ranked[np.sort(first_of_pair)]
+            chosen = b0 + ranked[:need]
+            for o in range(order + 1):  # its pages are no longer available, at every order up to its own
+                span = 1 << (order - o)
+                whole[o][((chosen[:, None] << (order - o)) + np.arange(span)).ravel()] = False
+            blocks.extend(zip((chosen * size).tolist(), [order] * len(chosen), strict=True))
             if len(chosen) < need:
                 short.setdefault(name, [0] * MAX_ORDER)[order] = need - len(chosen)
     blocks.sort()
     return blocks, short
 
 
-def _by_score(cand: np.ndarray, score: np.ndarray):
-    """``cand`` (ascending) by score descending, then candidate descending (``np.lexsort((-cand, -score))``),
-    lazily: the scored few sorted, then the unscored many top-down, a slice at a time."""
+def _by_score(cand: np.ndarray, score: np.ndarray, k: int) -> np.ndarray:
+    """The first ``k`` of ``cand`` (ascending) by score descending, then candidate descending
+    (``np.lexsort((-cand, -score))[:k]``): the scored few sorted, then the unscored many top-down."""
     pos = score > 0
-    top = cand[pos][np.lexsort((-cand[pos], -score[pos]))]
-    yield from top.tolist()
-    rest = cand[~pos][::-1]
-    for i in range(0, len(rest), 4096):
-        yield from rest[i: i + 4096].tolist()
+    top = cand[pos][np.lexsort((-cand[pos], -score[pos]))][:k]
+    return np.concatenate([top, cand[~pos][::-1][: k - len(top)]])
 
 
 def list_order(blocks: list[tuple[int, int]], first: np.ndarray, row: np.ndarray) -> list[tuple[int, int]]:
@@ -321,6 +316,18 @@ def list_order(blocks: list[tuple[int, int]], first: np.ndarray, row: np.ndarray
         r = row[p: p + (1 << o)][first[p: p + (1 << o)] == F_BUDDY]
         return (int(r.min()) if len(r) else NO_ROW, p)
     return sorted(blocks, key=key)
+
+
+def _pages_in_blocks(mask: np.ndarray, blocks: list[tuple[int, int]]) -> int:
+    """How many pages of the (non-overlapping) blocks ``mask`` holds, in one ``reduceat``."""
+    if not blocks:
+        return 0
+    pfn, order = np.array(sorted(blocks), np.int64).T
+    idx = np.empty(2 * len(pfn), np.int64)
+    idx[0::2], idx[1::2] = pfn, pfn + (np.int64(1) << order)
+    if idx[-1] == len(mask):  # the last block ends the array: its reduction runs to the end
+        idx = idx[:-1]
+    return int(np.add.reduceat(mask, idx, dtype=np.int64)[0::2].sum())
 
 
 def memmap_zones(memmap: list[dict]) -> tuple[list[tuple[str, int, int]], list[tuple[int, int]], int]:
@@ -347,8 +354,7 @@ def initial_state(trace, *, memmap: list[dict], buddyinfo: list[dict], rows: int
     stats = {"pages_allocated_before_trace": int((first == F_USED).sum()),
              "pages_first_allocated": int((first == F_BUDDY).sum()),
              "free_pages": int(sum(1 << o for _, o in blocks)),
-             "likely_free_pages_placed_free": int(sum(int((first[p: p + (1 << o)] == F_BUDDY).sum())
-                                                      for p, o in blocks)),
+             "likely_free_pages_placed_free": _pages_in_blocks(first == F_BUDDY, blocks),
              "blocks_short": short, "pageblocks_typed_by_trace": int((pb_first >= 0).sum()),
              "pcp_blocks_at_start": len(fe.pcp), "pcp_pages_at_start": int(sum(1 << o for _, _, o, _ in fe.pcp))}
     stats["frees_reallocated_unseen"] = len(fe.refreed)
