@@ -195,27 +195,20 @@ def _choose_free_blocks_reference(zones, absent, npfn, buddyinfo, first):
         if first[p] in (F_USED, F_PCP):
             avail[p] = False
     blocks, short = [], {}
-    for name, start, end in zones:
-        want = buddyinfo.get(name)
-        if want is None:
-            continue
-        for order in range(MAX_ORDER - 1, -1, -1):
-            need = int(want[order]) if order < len(want) else 0
-            if need == 0:
-                continue
-            size = 1 << order
-            b0, b1 = -(-start // size), end // size
-            cands = [b for b in range(b0, b1) if all(avail[b * size: (b + 1) * size])
-                     and (b + 1) * size <= len(avail) and len(avail[b * size: (b + 1) * size]) == size]
+    wanted = [(name, lo, hi, order, list(buddyinfo[name]) + [0] * MAX_ORDER)
+              for name, lo, hi in zones if name in buddyinfo for order in reversed(range(MAX_ORDER))]
+    for name, lo, hi, order, counts in wanted:  # zone by zone, largest blocks first
+        size, need = 2 ** order, counts[order]
+        if need:
+            inside = range((lo + size - 1) // size, hi // size)  # the aligned blocks wholly in the zone
+            cands = [b for b in inside if len(avail[b * size: (b + 1) * size]) == size
+                     and all(avail[b * size: (b + 1) * size])]
             score = {b: sum(first[p] == F_BUDDY for p in range(b * size, (b + 1) * size)) for b in cands}
             cands.sort(key=lambda b: (-score[b], -b))
             chosen = []
             for b in cands:
-                if len(chosen) == need:
-                    break
-                if order < MAX_ORDER - 1 and (b ^ 1) in chosen:
-                    continue
-                chosen.append(b)
+                if len(chosen) < need and not (order < MAX_ORDER - 1 and (b ^ 1) in chosen):
+                    chosen.append(b)
             for b in chosen:
                 for p in range(b * size, (b + 1) * size):
                     avail[p] = False
