@@ -512,7 +512,7 @@ def test_cpa_ops_against_the_per_call_rules(calls, start, levels):
     rows = np.arange(len(calls), dtype=np.int64) * 2 + 1  # calls between other rows
     api, npages, addr = np.full(n, -1, np.int8), np.zeros(n, np.int64), np.zeros(n, np.uint64)
     call_pfns = {}
-    for j, (a, pages, where, off, bound, nb, run) in zip(rows.tolist(), calls, strict=True):
+    for j, (a, pages, where, off, bound, nb, _run) in zip(rows.tolist(), calls, strict=True):
         api[j], npages[j], addr[j] = a, pages, (base[where] + (off << 12)) % (1 << 64)  # past the top: wraps
         if bound:
             call_pfns[start + j] = np.arange(off, off + nb, dtype=np.int64)
