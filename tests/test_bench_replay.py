@@ -247,6 +247,13 @@ def test_harness_result_structure(harness, tiled):
     assert pte["model"]["alloc_failed"] == 0
     assert ref["failed_allocs"] == 0 and ref["mem_per_page"] == br.REF_BYTES_PER_PAGE
     assert len(ref["repeats"]) == br.REF_REPEATS and len(pte["repeats"]) == 2  # --repeats 2: the median of two
+    # a buddy_ref child beside each ptebench run: a ratio per adjacent pair, their median judged by the target
+    assert len(ref["children_rates"]) == len(pte["x_ref_pairs"]) == len(pte["model_loop_x_ref_pairs"]) == 2
+    p_rates = [pte["count"] / (r["user_s"] + r["sys_s"]) for r in pte["repeats"]]
+    assert pte["x_ref_pairs"] == pytest.approx([a / b for a, b in zip(p_rates, ref["children_rates"], strict=True)])
+    assert pte["x_ref_paired"] == pytest.approx(sum(pte["x_ref_pairs"]) / 2)  # the median of two
+    assert result["verdicts"][1]["value"] == pytest.approx(pte["x_ref_paired"])
+    assert ref["rate"] == pytest.approx(min(ref["children_rates"]))  # of two, the median by CPU time: the slower
     assert pte["cpu_s"] == pytest.approx(max(r["user_s"] + r["sys_s"] for r in pte["repeats"]))
     assert result["buddy_ref_ops"]["peak_pages"] <= 1 << 20  # the stream never fills the machine
     assert [type(v["met"]) for v in result["verdicts"]] == [bool, bool]
