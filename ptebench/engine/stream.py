@@ -52,7 +52,9 @@ REPLAY_COLUMNS = [c for c in COLUMNS if c not in ("fields", "fallback_migratetyp
 
 @dataclass
 class Chunk:
-    """One slice of the event stream, as numpy arrays; ``start`` is the global index of row 0."""
+    """One slice of the event stream, as numpy arrays; ``start`` is the global index of row 0.  The types are
+    those a decoded chunk has; the replay's column store (``engine/store.py``) hands out ``cpu``, ``pid`` and
+    ``stack`` as 16-bit and ``pfn`` and ``gfp`` as 32-bit integers when the trace's values fit (the same values)."""
 
     start: int
     kind: np.ndarray  # int8
