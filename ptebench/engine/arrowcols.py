@@ -166,6 +166,23 @@ def _same(data, p, pat, lo, hi):
     return True
 
 
+@njit(cache=True, _nrt=False, inline="always")
+def _digits(data, q, e, value, base, limit):
+    """The number whose digits (``value``: per byte its digit, -1 for none) start at ``data[q]`` in ``base``:
+    (value, True), or (0, False) at more than ``limit`` significant digits."""
+    v = np.uint64(0)
+    digits = 0
+    while q < e and value[data[q]] >= 0:
+        d = value[data[q]]
+        if digits or d:
+            digits += 1
+        if digits > limit:
+            return np.uint64(0), False
+        v = v * np.uint64(base) + np.uint64(d)
+        q += 1
+    return v, True
+
+
 @njit(cache=True, _nrt=False)
 def _find_hex(data, s, e, key, hexv, word):
     """The first match of ``\\bKEY([0-9a-fA-F]+)`` in ``data[s:e]`` (``key``: the bytes of ``name=0x``, a word
@@ -174,18 +191,8 @@ def _find_hex(data, s, e, key, hexv, word):
     p = s
     while p + kl < e:  # the key and one digit at least
         if (p == s or not word[data[p - 1]]) and hexv[data[p + kl]] >= 0 and _same(data, p, key, 0, kl):
-            v = np.uint64(0)
-            digits = 0
-            q = p + kl
-            while q < e and hexv[data[q]] >= 0:
-                d = hexv[data[q]]
-                if digits or d:
-                    digits += 1
-                if digits > 16:
-                    return np.uint64(0), -1
-                v = (v << np.uint64(4)) | np.uint64(d)
-                q += 1
-            return v, 1
+            v, ok = _digits(data, p + kl, e, hexv, 16, 16)
+            return (v, 1) if ok else (np.uint64(0), -1)
         p += 1
     return np.uint64(0), 0
 
@@ -266,17 +273,10 @@ def _find_n(data, s, e, word):
             q += 1
         if q >= e or _DIGIT[data[q]] < 0:
             continue
-        v = np.int64(0)
-        digits = 0
-        while q < e and _DIGIT[data[q]] >= 0:
-            d = _DIGIT[data[q]]
-            if digits or d:
-                digits += 1
-            if digits > 18:
-                return np.int64(0), -1
-            v = v * 10 + d
-            q += 1
-        return (-v if neg else v), 1
+        v, ok = _digits(data, q, e, _DIGIT, 10, 18)
+        if not ok:
+            return np.int64(0), -1
+        return (-np.int64(v) if neg else np.int64(v)), 1
     return np.int64(0), 0
 
 
