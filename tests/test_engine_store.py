@@ -191,9 +191,10 @@ def test_trace_reads_allocate_from_the_system_pool(trace):
 
 
 def test_a_page_pointer_past_32_bit_pfns_widens_the_chunk(trace, tmp_path, monkeypatch):
-    """A direct-map kprobe whose ``struct page *`` names a pfn past the store's 32-bit pfns: that chunk's pfns go
-    wide before the engine writes it (a wrapped pfn would change the page a CPA call lands on); the replay
-    equals the one that decodes the file again, which is wide throughout."""
+    """A direct-map kprobe whose ``struct page *`` names a pfn past the store's 32-bit pfns: the prepass, which
+    maps the kprobe pages first, makes the stored pfn column wide before the engine writes that pfn into it (a
+    wrapped pfn would change the page a CPA call lands on); the replay equals the one that decodes the file
+    again, which is wide throughout."""
     from ptebench import runner
 
     t = pq.read_table(trace.path)

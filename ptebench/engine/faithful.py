@@ -152,8 +152,6 @@ class FaithfulEngine:
         if nd:
             pfns = self.amap.page_pfns(ch.page[dm])
             self.stats["bad_page_pointers"] += int((pfns < 0).sum())
-            if ch.pfn.dtype != np.int64 and int(pfns.max()) > np.iinfo(ch.pfn.dtype).max:
-                ch.pfn = ch.pfn.astype(np.int64)  # a store's 32-bit pfns (engine/store.py): this chunk's go wide
             ch.pfn[dm] = pfns
         pair, cons = self.pairing.feed(ch.kind, ch.pfn, ch.order, ch.failed, cons_in, ch.start, ch.mt)
         self.last_classification = (cons_in, pair, cons)

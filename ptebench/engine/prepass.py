@@ -99,6 +99,8 @@ def prepass(trace, amap: A.AddressMap, rows: int, scan: Any = None,
         m = inv & (last_alloc >= 0)
         agree += vmemmap_agree(page[m], last_alloc[m], base)
         pfns = amap.page_pfns(page)
+        if store is not None:
+            store.admit_pfns(pfns)  # the replay's engine writes them into the stored pfn column
         # the walk below: vfree runs of direct-map kprobes, module CPA calls, and the rows that end a run
         vf = inv & np.isin(ch.stack[probe], vfree) & (pfns >= 0)
         keep = vf | (kind == K_CPA) | np.isin(pid, np.array(list(open_run) + pid[vf].tolist(), np.int64))

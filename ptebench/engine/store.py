@@ -156,6 +156,13 @@ class EventStore:
         pack_flags(ch.failed, ch.percpu_refill, ch.fragmenting, ch.change_ownership, cols["flags"][a:b])
         self.bounds.append((a, n))
 
+    def admit_pfns(self, pfns: np.ndarray) -> None:
+        """pfns the replay will write into the ``pfn`` column (the direct-map kprobes' pages, which the faithful
+        engine maps from their ``struct page`` pointers): the column goes wide if they do not fit its type."""
+        col = self.cols["pfn"]
+        if len(pfns) and col.dtype != np.int64 and int(pfns.max()) > np.iinfo(col.dtype).max:
+            self.cols["pfn"] = col.astype(np.int64)
+
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.cols.values())
