@@ -22,7 +22,7 @@ for a kernel that runs where it was linked, as with nokaslr).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -52,6 +52,8 @@ class AddressMap:
     vmemmap_base: int
     phys_base: int = 0
     vmemmap_from: str = ""
+    #: :meth:`regions` for the bases they were made from (``vmemmap_base`` may be set after construction)
+    _cached: tuple = field(default=(), init=False, repr=False, compare=False)
 
     @classmethod
     def for_page_offset(cls, page_offset: int | None) -> AddressMap:
@@ -63,25 +65,33 @@ class AddressMap:
         lay = LAYOUTS[5]
         return cls(5, lay["page_offset"], lay["vmemmap"], vmemmap_from="5-level paging layout (assumed)")
 
+    def regions(self) -> list[tuple[str, int, int]]:
+        """(class, start, end) of each address range, first match wins: the direct map, the kernel image's
+        high mapping, then module and vmalloc space."""
+        lay = LAYOUTS[self.levels]
+        return [(DIRECT, self.page_offset, self.page_offset + lay["direct_size"]),
+                (KERNEL, START_KERNEL_MAP, MODULES_VADDR), (MODULE, MODULES_VADDR, MODULES_END),
+                (MODULE, lay["vmalloc"], self.vmemmap_base)]
+
     def classify(self, addr: int) -> str:
-        if self.page_offset <= addr < self.page_offset + LAYOUTS[self.levels]["direct_size"]:
-            return DIRECT
-        if START_KERNEL_MAP <= addr < MODULES_VADDR:
-            return KERNEL
-        if MODULES_VADDR <= addr < MODULES_END or LAYOUTS[self.levels]["vmalloc"] <= addr < self.vmemmap_base:
-            return MODULE
+        for where, lo, hi in self._regions():
+            if lo <= addr < hi:
+                return where
         return UNKNOWN
+
+    def _regions(self) -> list[tuple[str, int, int]]:
+        """:meth:`regions`, made again only when a base it depends on changed (classify() runs per kprobe)."""
+        key = (self.levels, self.page_offset, self.vmemmap_base)
+        if not self._cached or self._cached[0] != key:
+            self._cached = (key, self.regions())
+        return self._cached[1]
 
     def classify_many(self, addr: np.ndarray) -> np.ndarray:
         """:meth:`classify` of each address (``uint64``), as indices into :data:`WHERE`."""
         a = np.asarray(addr, np.uint64)
-        u = np.uint64
-        out = np.full(len(a), WHERE.index(UNKNOWN), np.int8)  # the later tests take precedence, as in classify()
-        lay = LAYOUTS[self.levels]
-        out[((a >= u(MODULES_VADDR)) & (a < u(MODULES_END))) | ((a >= u(lay["vmalloc"])) & (a < u(self.vmemmap_base)))
-            ] = WHERE.index(MODULE)
-        out[(a >= u(START_KERNEL_MAP)) & (a < u(MODULES_VADDR))] = WHERE.index(KERNEL)
-        out[(a >= u(self.page_offset)) & (a < u(self.page_offset + lay["direct_size"]))] = WHERE.index(DIRECT)
+        out = np.full(len(a), WHERE.index(UNKNOWN), np.int8)
+        for where, lo, hi in reversed(self.regions()):  # the first match wins: it is written last
+            out[(a >= np.uint64(lo)) & (a < np.uint64(hi))] = WHERE.index(where)
         return out
 
     def pfn_of_many(self, addr: np.ndarray, where: np.ndarray) -> np.ndarray:
