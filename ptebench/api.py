@@ -17,16 +17,18 @@ from ptebench.errors import PtebenchError
 from ptebench.parse import bundle as bundle_mod
 from ptebench.parse import eras
 from ptebench.parse import formats as formats_mod
-from ptebench.parse.events import SCHEMA
 from ptebench.parse.runs import RunWriter, merge_runs
 from ptebench.parse.schema import (
+    ABSENT,
     DICT_COLUMNS,
+    DISK_SCHEMA,
     META_KEY,
     RUN_SCHEMA,
     STACKS_KEY,
     Finisher,
     build_metadata,
     run_table,
+    to_disk,
 )
 from ptebench.parse.source import ChunkReader, Source
 from ptebench.parse.stacks import stacks_to_ipc
@@ -42,7 +44,7 @@ open_chunks = ChunkReader  # tests give it a smaller chunk size
 #: to write and 20 % less to decode the replay's columns (25 vs 31 ns an event), for a file 37 % larger
 PARQUET_OPTIONS: dict[str, Any] = {
     "compression": "lz4",
-    "use_dictionary": [*DICT_COLUMNS, "gfp_mask", "pid"],
+    "use_dictionary": [*DICT_COLUMNS, "gfp_mask", "pid", ABSENT],
     "column_encoding": {"ts_ns": "DELTA_BINARY_PACKED", "seq": "DELTA_BINARY_PACKED", "line": "DELTA_BINARY_PACKED",
                         "cpu": "DELTA_BINARY_PACKED", "pfn": "BYTE_STREAM_SPLIT", "migratetype": "BYTE_STREAM_SPLIT"},
     "write_statistics": ["ts_ns", "seq"],
@@ -162,12 +164,12 @@ def ingest(
                                       type=pa.uint64())
         stacks = parser.stacks.to_arrow()
         meta = _metadata(parser, sources, detected, bundle, release, release_from, era, runs.rows)
-        schema = SCHEMA.with_metadata({META_KEY: json.dumps(meta, sort_keys=True), STACKS_KEY: stacks_to_ipc(stacks)})
+        schema = DISK_SCHEMA.with_metadata({META_KEY: json.dumps(meta, sort_keys=True), STACKS_KEY: stacks_to_ipc(stacks)})
         with pq.ParquetWriter(tmp, schema, **PARQUET_OPTIONS) as writer:
             pending: list[pa.RecordBatch] = []
             rows = 0
             for batch in merge_runs(runs.paths, RUN_SCHEMA, runs.in_order):
-                pending.append(finisher.finish(batch))
+                pending.append(to_disk(finisher.finish(batch)))
                 rows += batch.num_rows
                 if rows >= ROW_GROUP_ROWS:
                     writer.write_table(pa.Table.from_batches(pending, schema=schema), row_group_size=ROW_GROUP_ROWS)

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ptebench.errors import PtebenchError
-from ptebench.parse.schema import STACKS_KEY, read_metadata
+from ptebench.parse.schema import STACKS_KEY, logical, read_metadata
 from ptebench.parse.stacks import stacks_from_ipc
 
 #: Arrow -> pandas nullable dtypes, so that pfn and order stay integers where a value is missing
@@ -87,7 +87,8 @@ class Trace:
 
     @cached_property
     def table(self) -> pa.Table:
-        return self._file.read()
+        """The events as Arrow, with their nulls (format 2 stores some columns without: ``parse/schema.py``)."""
+        return logical(self._file.read(), self.meta)
 
     @cached_property
     def stack_index(self) -> StackIndex:

@@ -366,11 +366,17 @@ def test_parquet_round_trip(small_bundle: Path, small_trace, small_text: str) ->
     schema = pq.read_schema(out)
     for col in ("comm", "event", "gfp"):
         assert pa.types.is_dictionary(schema.field(col).type), col
-    assert schema.field("pfn").type == pa.int64() and schema.field("pfn").nullable
-    assert table.column("pfn").null_count == 6 + 64 + 64  # tracing_mark_write, dm_invalid, dm_default
+    # format 2: pfn stored dense (-1 where the event has none), its nulls in bit 1 of ``absent``
+    assert schema.field("pfn").type == pa.int64() and not schema.field("pfn").nullable
+    none = (table.column("absent").to_numpy() >> 1) & 1 == 1
+    assert none.sum() == 6 + 64 + 64  # tracing_mark_write, dm_invalid, dm_default
+    assert (table.column("pfn").to_numpy()[none] == -1).all()
+    logical = ptebench.load(out).table  # the nulls back
+    assert logical.schema.field("pfn").nullable and "absent" not in logical.column_names
+    assert logical.column("pfn").null_count == 6 + 64 + 64
 
     meta = json.loads(schema.metadata[b"ptebench"])
-    assert meta["format_version"] == 1
+    assert meta["format_version"] == 2
     data = trace_file.read_bytes()
     assert meta["sources"] == [{
         "name": str(trace_file),
@@ -400,9 +406,11 @@ def test_parquet_round_trip(small_bundle: Path, small_trace, small_text: str) ->
         "__alloc_pages", "__get_free_pages", "pgd_alloc", "mm_init", "copy_process", "kernel_clone",
         "__do_sys_clone", "do_syscall_64", "entry_SYSCALL_64_after_hwframe",
     ]
-    marker = next(r for r in table.to_pylist() if r["line"] == 13)
+    marker = next(r for r in logical.to_pylist() if r["line"] == 13)
     assert (marker["event"], marker["fields"], marker["pfn"], marker["stack_id"]) == (
         "tracing_mark_write", "workload secretmem start", None, None)
+    stored = next(r for r in table.to_pylist() if r["line"] == 13)  # as stored: the none values
+    assert (stored["pfn"], stored["stack_id"], stored["order"]) == (-1, -1, 0)
 
     # the bundle's counters travel along
     counters = json.loads((small_bundle / "meta.json").read_text())["counters"]["vmstat"]

@@ -58,6 +58,7 @@ import pyarrow.parquet as pq
 from ptebench._version import __version__
 from ptebench.bench._checksum import Checksum
 from ptebench.errors import PtebenchError
+from ptebench.parse.schema import disk_columns, logical, read_metadata
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_BASELINES = REPO.parent / "shared" / "bench"
@@ -160,7 +161,9 @@ def parquet_checksum(path: Path) -> Checksum:
     """The checksum of a ptebench Parquet file, read one row group at a time (null pfn counts as 0)."""
     ck = Checksum()
     pf = pq.ParquetFile(path)
-    for batch in pf.iter_batches(columns=["event", "pfn", "order"], batch_size=1 << 20):
+    meta = read_metadata(pf.schema_arrow, str(path))
+    for batch in pf.iter_batches(columns=disk_columns(["event", "pfn", "order"], meta), batch_size=1 << 20):
+        batch = logical(batch, meta)
         event = batch.column(0).cast(pa.string())
         is_alloc = pc.equal(event, "mm_page_alloc").fill_null(False).to_numpy(zero_copy_only=False)
         ck.add(is_alloc, batch.column(1).fill_null(0).to_numpy(), batch.column(2).fill_null(0).to_numpy())

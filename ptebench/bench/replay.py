@@ -172,10 +172,12 @@ class ReplayBenchOptions:
 
 
 def _bundle_key(path: Path) -> str:
-    """sha256 over a bundle's file names and bytes, and the ptebench version (the ingest cache key)."""
+    """sha256 over a bundle's file names and bytes, the ptebench version and the trace file format (the ingest
+    cache key)."""
     from ptebench._version import __version__
+    from ptebench.parse.schema import FORMAT_VERSION
 
-    h = hashlib.sha256(__version__.encode())
+    h = hashlib.sha256(f"{__version__}:{FORMAT_VERSION}".encode())
     for p in sorted(q for q in path.rglob("*") if q.is_file()):
         h.update(str(p.relative_to(path)).encode() + b"\0")
         with p.open("rb") as f:
@@ -341,11 +343,20 @@ def tile(base: Path, out: Path, min_events: int, progress: ProgressLike = None, 
     from ptebench.api import PARQUET_OPTIONS
     from ptebench.bench.ingest import _Task
     from ptebench.engine import addresses as A
-    from ptebench.parse.schema import META_KEY, read_metadata
+    from ptebench.parse.schema import (
+        DISK_SCHEMA,
+        FORMAT_VERSION,
+        META_KEY,
+        dense_columns,
+        logical,
+        read_metadata,
+        to_disk,
+    )
 
     table = pq.read_table(base)
+    meta = read_metadata(table.schema, str(base))
+    table = logical(table, meta)  # with its nulls: the offsets move pfns, not the none values
     schema = table.schema
-    meta = read_metadata(schema, str(base))
     n0 = table.num_rows
     if n0 == 0:
         raise _error("the capture has no events", file=str(base))
@@ -389,6 +400,7 @@ def tile(base: Path, out: Path, min_events: int, progress: ProgressLike = None, 
     # the metadata: the capture's, with the new row counts and how the file was made
     meta = json.loads(json.dumps(meta))
     meta["rows"] = rows
+    meta["format_version"], meta["dense_columns"] = FORMAT_VERSION, dense_columns()  # written as ingest writes today
     meta["events"] = {k: int(v) * tiles for k, v in (meta.get("events") or {}).items()}
     if isinstance(meta.get("event_total"), int):
         meta["event_total"] *= tiles
@@ -406,11 +418,16 @@ def tile(base: Path, out: Path, min_events: int, progress: ProgressLike = None, 
     schema = schema.with_metadata(md)
     idx = {c: schema.get_field_index(c) for c in ("ts_ns", "seq", "pfn", "fields")}
     table = table.replace_schema_metadata(md)
+    disk_schema = DISK_SCHEMA.with_metadata(md)
+
+    def write(w, t: pa.Table) -> None:
+        w.write_table(pa.Table.from_batches([to_disk(b) for b in t.to_batches()], schema=disk_schema),
+                      row_group_size=ROW_GROUP)
 
     tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
     task = _Task(progress, f"tiling {name}: {tiles} tiles of {n0:,} events", tiles)
     try:
-        with pq.ParquetWriter(tmp, schema, **PARQUET_OPTIONS) as w:  # as `ptebench ingest` writes
+        with pq.ParquetWriter(tmp, disk_schema, **PARQUET_OPTIONS) as w:  # as `ptebench ingest` writes
             buf: list[pa.Table] = []
             nbuf = 0
             for t in range(tiles):
@@ -429,11 +446,11 @@ def tile(base: Path, out: Path, min_events: int, progress: ProgressLike = None, 
                 nbuf += n0
                 while nbuf >= ROW_GROUP:
                     big = pa.concat_tables(buf)
-                    w.write_table(big.slice(0, ROW_GROUP), row_group_size=ROW_GROUP)
+                    write(w, big.slice(0, ROW_GROUP))
                     buf, nbuf = [big.slice(ROW_GROUP)], nbuf - ROW_GROUP
                 task.advance(1)
             if nbuf:
-                w.write_table(pa.concat_tables(buf), row_group_size=ROW_GROUP)
+                write(w, pa.concat_tables(buf))
         task.done()
         tiling = Tiling(path=out, capture=name, base=str(base), base_rows=n0, tiles=tiles, rows=rows,
                         bytes=tmp.stat().st_size, span_ns=span, period_ns=period, pfn_window=(lo, hi),

@@ -17,6 +17,8 @@ import pyarrow.compute as pc
 
 from ptebench.engine.arrowcols import _fill, _hex_arg, _lookup, probe_fields
 from ptebench.engine.scratch import Reused
+from ptebench.errors import PtebenchError
+from ptebench.parse.schema import DENSE, stored_dense
 
 K_OTHER = 0
 K_ALLOC = 1  # mm_page_alloc
@@ -99,10 +101,22 @@ def _event_kinds(col: pa.Array, scratch: Scratch | None = None) -> np.ndarray:
     return kind
 
 
-_DEFAULTS = {"ts_ns": (0, np.int64), "cpu": (-1, np.int32), "pid": (-1, np.int32), "line": (-1, np.int64),
-             "pfn": (-1, np.int64), "order": (0, np.int8), "gfp_mask": (0, np.uint64), "failed": (False, bool),
-             "stack_id": (-1, np.int32), "migratetype": (-1, np.int8), "percpu_refill": (False, bool),
-             "fragmenting": (False, bool), "change_ownership": (False, bool), "fallback_migratetype": (-1, np.int8)}
+_TYPES = {"ts_ns": np.int64, "cpu": np.int32, "pid": np.int32, "line": np.int64, "pfn": np.int64, "order": np.int8,
+          "gfp_mask": np.uint64, "failed": bool, "stack_id": np.int32, "migratetype": np.int8, "percpu_refill": bool,
+          "fragmenting": bool, "change_ownership": bool, "fallback_migratetype": np.int8}
+#: column -> (none value, type): a null's value in a chunk, which format 2 files store in place of the null
+#: (``parse/schema.py`` DENSE: these passes read those columns as they are)
+_DEFAULTS = {name: ({"ts_ns": 0, "cpu": -1, "pid": -1, "line": -1}.get(name, DENSE.get(name)), t)
+             for name, t in _TYPES.items()}
+
+
+def check_none_values(trace) -> None:
+    """Refuse a trace file whose dense columns store their nulls as other values than the replay's none values."""
+    stored = stored_dense(trace.meta)
+    wrong = {k: v for k, v in stored.items() if k in _DEFAULTS and v != _DEFAULTS[k][0]}
+    if wrong:
+        raise PtebenchError(f"the trace stores the nulls of {', '.join(sorted(wrong))} as {wrong}",
+                            file=str(trace.path), expected=f"none values {({k: _DEFAULTS[k][0] for k in wrong})}")
 
 
 def _col(batch, name: str, *, writable: bool = False, scratch: Scratch | None = None) -> np.ndarray:
@@ -353,6 +367,7 @@ def iter_chunks(trace, rows: int = 1 << 20, columns: list[str] | None = None,
     ``kprobes``: the trace's kprobe rows from an earlier pass (``fields`` is then not read); ``lazy``:
     chunks read ``ts`` and ``line`` only when used (:class:`LazyChunk`); ``reuse``: each chunk's converted
     arrays are reused by the next one (:class:`Scratch`: a consumer keeps copies, not the arrays)."""
+    check_none_values(trace)
     start = 0
     columns = columns or COLUMNS
     if kprobes is not None:
