@@ -16,11 +16,11 @@ from ptebench import policies
 from ptebench.engine import addresses as A
 from ptebench.engine.consumers import Consumers
 from ptebench.engine.faithful import FaithfulEngine, Options
+from ptebench.engine.memory import replay_settings
 from ptebench.engine.prepass import VFREE_FRAMES, prepass  # noqa: F401  (re-exported)
 from ptebench.engine.simulate import SimulateEngine
 from ptebench.engine.store import EventStore
 from ptebench.engine.stream import CPA_APIS, K_CPA, REPLAY_COLUMNS, KprobeRows, first_ts, iter_chunks
-from ptebench.engine.thp import without_thp
 from ptebench.errors import PtebenchError
 from ptebench.results import KERNEL_KEYS, SPLIT_COLUMNS, Result
 from ptebench.sim.dmap import DirectMap
@@ -143,7 +143,7 @@ def _memmap_file_layout(path: Path, *, gbpages: bool, kernel: tuple[int, int]):
     return dm, f"boot rules ({'gbpages' if gbpages else 'nogbpages'}) from {path} ({kind})"
 
 
-@without_thp  # the replay's streaming buffers on 4 KiB pages (engine/thp.py)
+@replay_settings  # huge pages off, malloc thresholds at their maxima (engine/memory.py)
 def replay(trace: str | Path | Trace, *, variant: str = "none", mode: str = "faithful", consumers: str | Path |
            None = None, use_kprobes: bool = True, initial: str = "auto", gbpages: bool = True,
            kernel: tuple[int, int] = (6, 1), running_from: str | int | None = "auto",

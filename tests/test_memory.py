@@ -1,4 +1,4 @@
-"""The replay runs with transparent huge pages off (engine/thp.py) and leaves the process as it found it."""
+"""The replay runs with transparent huge pages off (engine/memory.py) and leaves the process as it found it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 import ptebench
 from ptebench import runner
-from ptebench.engine import thp
+from ptebench.engine import memory as thp
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,3 +45,11 @@ def test_a_process_that_had_them_off_keeps_them_off(trace, monkeypatch):
         ptebench.replay(trace)
         assert thp.thp_disabled_now() is True
     assert seen == [True] and thp.thp_disabled_now() is False
+
+
+def test_malloc_thresholds_are_set_where_glibc_has_mallopt():
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc")
+    assert thp.malloc_at_maxima() is True
