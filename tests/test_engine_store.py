@@ -32,9 +32,9 @@ def trace(tmp_path_factory):
     return ptebench.load(small)
 
 
-def _first_pass(trace, rows, store):
+def _first_pass(trace, rows, store, put=False):
     kp = KprobeRows()
-    for ch in iter_chunks(trace, rows, columns=COLUMNS):
+    for ch in iter_chunks(trace, rows, columns=COLUMNS, store=store if put else None, reuse=put):
         kp.add(ch)
         store.add(ch)
     return kp.finish()
@@ -51,16 +51,17 @@ def _as_rows(chunks):
     return starts, out
 
 
+@pytest.mark.parametrize("put", [False, True])
 @pytest.mark.parametrize("rows", [500, 97, 4096])
 @pytest.mark.parametrize("narrow", [None, "all", "none"])
-def test_store_gives_the_replays_own_chunks(trace, rows, narrow):
+def test_store_gives_the_replays_own_chunks(trace, rows, narrow, put):
     if narrow == "all":
         store = S.EventStore(trace._file.metadata.num_rows, dict.fromkeys(("cpu", "pid", "pfn", "stack", "gfp"), True))
     elif narrow == "none":
         store = S.EventStore(trace._file.metadata.num_rows)
     else:
         store = S.EventStore.for_trace(trace)
-    kp = _first_pass(trace, rows, store)
+    kp = _first_pass(trace, rows, store, put)  # put: the prepass's way (columns written into the store)
     want = _as_rows(iter_chunks(trace, rows, columns=REPLAY_COLUMNS, kprobes=kp, lazy=True))
     kept = {f: str(store.cols[f].dtype) for f in S.NARROW} | {"gfp": str(store.cols["gfp"].dtype)}
     got = _as_rows(store.chunks(trace, kp))  # each chunk read before the next (its arrays are scratch)
@@ -92,7 +93,8 @@ def test_no_statistics_start_narrow(tmp_path, trace):
     assert s.nbytes == 18 * md.num_rows
 
 
-def test_wrong_statistics_widen_the_column():
+@pytest.mark.parametrize("put", [False, True])
+def test_wrong_statistics_widen_the_column(put):
     """A chunk whose values do not fit the narrow type the statistics chose: the column goes wide, values kept."""
     n = 6
     cols = {"event": pa.array(["mm_page_alloc"] * n).dictionary_encode(), "cpu": pa.array([0, 1, 40000, 2, 3, 4]),
@@ -106,8 +108,13 @@ def test_wrong_statistics_widen_the_column():
     batch = pa.record_batch(cols)
     s = S.EventStore(2 * n, dict.fromkeys(("cpu", "pid", "pfn", "stack", "gfp"), True))
     chunks = [chunk_from_batch(batch.slice(0, 3), 0), chunk_from_batch(batch.slice(3), 3)]
-    for ch in chunks:
-        s.add(ch)
+    for k, ch in enumerate(chunks):
+        if put:  # the first pass's way: the columns written from the batch into the store, then add()
+            put_ch = chunk_from_batch(batch.slice(3 * k, 3), 3 * k, store=s)
+            assert np.may_share_memory(put_ch.pfn, s.cols["pfn"])
+            s.add(put_ch)
+        else:
+            s.add(ch)
     assert {k: s.cols[k].dtype for k in ("cpu", "pid", "pfn", "stack", "gfp")} == {
         "cpu": np.int32, "pid": np.int32, "pfn": np.int64, "stack": np.int32, "gfp": np.uint64}
 
@@ -141,10 +148,8 @@ def test_ranges_and_flags_against_numpy(rows):
     pfn = np.array([r[1] for r in rows], np.int64)
     stack = (cpu // 3).astype(np.int32)
     gfp = np.array([r[2] for r in rows], np.uint64)
-    lohi, gmax = np.zeros(8, np.int64), np.zeros(1, np.uint64)
-    S.ranges(cpu, pid, pfn, stack, gfp, lohi, gmax)
-    assert lohi.tolist() == [int(f(a)) for a in (cpu, pid, pfn, stack) for f in (np.min, np.max)]
-    assert int(gmax[0]) == int(gfp.max())
+    for a in (cpu, pid, pfn, stack, gfp):
+        assert [int(v) for v in S.lohi(a)] == [int(a.min()), int(a.max())]
     bits = np.array([r[3] for r in rows], np.uint8)
     flags = [((bits >> k) & 1).astype(bool) for k in range(4)]
     packed = np.empty(len(rows), np.uint8)

@@ -118,6 +118,17 @@ def _fill(arr: pa.Array, value, dtype, *, writable: bool = False, out: np.ndarra
     return _fill_reference(arr, value, dtype, writable=writable)
 
 
+def arrow_values(arr: pa.Array, value, dtype) -> np.ndarray:
+    """An integer column's values as numpy, read-only: a view of the Arrow buffer in its own type when it has no
+    nulls (format 2's dense columns), else :func:`_fill` into ``dtype``."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
+    if arr.null_count or not pa.types.is_integer(arr.type):
+        return _fill(arr, value, dtype)
+    n = len(arr)
+    return np.frombuffer(arr.buffers()[1], dtype=arr.type.to_pandas_dtype(), count=arr.offset + n)[arr.offset:]
+
+
 def _fill_reference(arr: pa.Array, value, dtype, *, writable: bool = False) -> np.ndarray:
     """:func:`_fill` through Arrow's and numpy's own functions (its differential tests' reference)."""
     if isinstance(arr, pa.ChunkedArray):

@@ -82,7 +82,7 @@ def prepass(trace, amap: A.AddressMap, rows: int, scan: Any = None,
         if extra is not None:
             columns += [c for c in extra.COLUMNS if c not in columns]
     base = amap.vmemmap_base
-    for ch in iter_chunks(trace, rows, columns=columns, reuse=True):
+    for ch in iter_chunks(trace, rows, columns=columns, reuse=True, store=store):
         if scan is not None:
             scan.feed(ch)
         if kprobes is not None:

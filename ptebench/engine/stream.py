@@ -251,10 +251,11 @@ def _probe_fields_reference(fields, other: np.ndarray, kind: np.ndarray, api: np
 
 
 def chunk_from_batch(batch: pa.RecordBatch | pa.Table, start: int, kprobes: KprobeRows | None = None,
-                     scratch: Scratch | None = None) -> Chunk:
+                     scratch: Scratch | None = None, store=None) -> Chunk:
     """Classify one batch of the Parquet ``events`` schema into flat arrays (columns not read get defaults);
     ``kprobes``: the kprobe rows as an earlier pass parsed them (then ``fields`` is not needed); ``scratch``:
-    reuse its arrays for the converted columns (see :class:`Scratch`)."""
+    reuse its arrays for the converted columns (see :class:`Scratch`); ``store``: an ``EventStore`` that writes
+    the columns it keeps straight from the batch, the chunk's arrays then being its views (in its types)."""
     n = batch.num_rows
     kind = _event_kinds(batch.column("event"), scratch)
     parse = kprobes is None and "fields" in batch.schema.names
@@ -272,6 +273,8 @@ def chunk_from_batch(batch: pa.RecordBatch | pa.Table, start: int, kprobes: Kpro
         api, page, addr, npages = no_kprobes(n)
 
     def col(name: str, writable: bool = False) -> np.ndarray:
+        if store is not None and name in store.PUT and name in batch.schema.names:
+            return store.put(name, batch.column(name), _DEFAULTS[name][0], start)
         return _col(batch, name, writable=writable, scratch=scratch)
     return Chunk(
         start=start, kind=kind, api=api, ts=col("ts_ns"), cpu=col("cpu"), pid=col("pid"), line=col("line"),
@@ -362,11 +365,13 @@ class _RowGroupColumns:
 
 
 def iter_chunks(trace, rows: int = 1 << 20, columns: list[str] | None = None,
-                kprobes: KprobeRows | None = None, lazy: bool = False, reuse: bool = False) -> Iterator[Chunk]:
+                kprobes: KprobeRows | None = None, lazy: bool = False, reuse: bool = False,
+                store=None) -> Iterator[Chunk]:
     """The trace's events in (ts, seq) order, ``rows`` at a time; ``columns`` limits what is read;
     ``kprobes``: the trace's kprobe rows from an earlier pass (``fields`` is then not read); ``lazy``:
     chunks read ``ts`` and ``line`` only when used (:class:`LazyChunk`); ``reuse``: each chunk's converted
-    arrays are reused by the next one (:class:`Scratch`: a consumer keeps copies, not the arrays)."""
+    arrays are reused by the next one (:class:`Scratch`: a consumer keeps copies, not the arrays); ``store``:
+    the columns an ``EventStore`` keeps go straight into it (:func:`chunk_from_batch`)."""
     check_none_values(trace)
     start = 0
     columns = columns or COLUMNS
@@ -379,7 +384,7 @@ def iter_chunks(trace, rows: int = 1 << 20, columns: list[str] | None = None,
     # one decoding thread: the replay is one sequential consumer, and CPU time is what it costs
     scratch = Scratch() if reuse else None
     for batch in trace._file.iter_batches(batch_size=rows, columns=columns, use_threads=False):
-        ch = chunk_from_batch(batch, start, kprobes, scratch)
+        ch = chunk_from_batch(batch, start, kprobes, scratch, store)
         if source is not None:
             ch = LazyChunk(**{**vars(ch), "ts": None, "line": None})
             ch._source = source
