@@ -42,7 +42,8 @@ RUN_SCHEMA = pa.schema(
 )
 
 
-#: format 2: column -> the value its nulls are stored as; the replay's none values (``engine/stream.py``)
+#: format 2: column -> the value its nulls are stored as: for the columns the replay reads, its none values
+#: (``engine/stream.py``, which refuses a file whose ``dense_columns`` say otherwise); -1 for the other integers
 DENSE: dict[str, int | bool] = {
     "tgid": -1, "pfn": -1, "order": 0, "migratetype": -1, "alloc_order": -1, "fallback_order": -1,
     "pageblock_order": -1, "alloc_migratetype": -1, "fallback_migratetype": -1, "gfp_mask": 0,
