@@ -81,6 +81,15 @@ def test_statistics_narrow_what_fits(trace):
     assert s.nbytes == 18 * trace._file.metadata.num_rows
 
 
+def test_ingest_writes_the_statistics_the_store_trusts(tmp_path):
+    """``ptebench ingest`` writes min/max for the columns the store narrows: its chunks need no range check."""
+    out = tmp_path / "s.parquet"
+    ptebench.ingest([str(ROOT / "traces" / "secretmem_64")], out)
+    s = S.EventStore.for_trace(ptebench.load(out))
+    assert s.known == {"cpu", "pid", "pfn", "stack", "gfp"}
+    assert s.nbytes == 18 * pq.ParquetFile(out).metadata.num_rows
+
+
 def test_no_statistics_start_narrow(tmp_path, trace):
     """A file without statistics (``ptebench ingest`` writes them for the sort key only): its store starts
     narrow, and stays so where the values fit."""
@@ -90,7 +99,7 @@ def test_no_statistics_start_narrow(tmp_path, trace):
     pfn = md.schema.names.index("pfn")
     assert not md.row_group(0).column(pfn).is_stats_set
     s = S.EventStore.for_trace(ptebench.load(f))
-    assert s.nbytes == 18 * md.num_rows
+    assert s.nbytes == 18 * md.num_rows and not s.known  # each chunk checked
 
 
 @pytest.mark.parametrize("put", [False, True])

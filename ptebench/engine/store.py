@@ -94,9 +94,11 @@ class EventStore:
     #: bytes an event at most (every column wide)
     MAX_BYTES_PER_EVENT = 4 + 3 * 4 + 8 + 8
 
-    def __init__(self, rows: int, narrow: dict[str, bool] | None = None) -> None:
+    def __init__(self, rows: int, narrow: dict[str, bool] | None = None, known: set[str] | None = None) -> None:
         narrow = narrow or {}
         self.rows = rows
+        #: the columns whose every value the file's statistics bound: no chunk needs checking
+        self.known = set(known or ())
         types = dict.fromkeys(("kind", "order", "mt"), np.int8)
         types["flags"] = np.uint8
         for name, (wide, small) in NARROW.items():
@@ -109,15 +111,17 @@ class EventStore:
     def for_trace(cls, trace) -> EventStore:
         """A store sized to the trace, narrow where every row group's statistics (and the column's none
         value, which fills its nulls) fit the narrow type, and where the file has no statistics (``ptebench
-        ingest`` writes them for the sort key only): :meth:`add` widens a column whose values prove too wide."""
+        ingest`` writes them for these columns since format 2): :meth:`add` and :meth:`put` check the values
+        and widen a column that proves too wide, unless every row group's statistics bound the column."""
         md = trace._file.metadata
         names = {"cpu": "cpu", "pid": "pid", "pfn": "pfn", "stack": "stack_id", "gfp": "gfp_mask"}
         limits = {"cpu": I16, "pid": I16, "pfn": I32, "stack": I16}
         narrow = {}
+        known = set()
         index = {md.schema.column(i).path: i for i in range(md.num_columns)}
         for name, col in names.items():
             lo, hi = (0, 0) if name == "gfp" else (-1, -1)  # the none value of the column
-            ok = True
+            bounded = col in index
             for g in range(md.num_row_groups):
                 if col not in index:
                     break
@@ -126,13 +130,16 @@ class EventStore:
                 if st is not None and st.null_count == rg.num_rows:
                     continue
                 if st is None or not st.has_min_max:
+                    bounded = False
                     continue  # unknown: narrow until a chunk proves otherwise
                 lo, hi = min(lo, int(st.min)), max(hi, int(st.max))
             if name == "gfp":
-                narrow[name] = ok and 0 <= lo and hi <= 0xFFFFFFFF
+                narrow[name] = 0 <= lo and hi <= 0xFFFFFFFF
             else:
-                narrow[name] = ok and limits[name].min <= lo and hi <= limits[name].max
-        return cls(md.num_rows, narrow)
+                narrow[name] = limits[name].min <= lo and hi <= limits[name].max
+            if bounded:
+                known.add(name)
+        return cls(md.num_rows, narrow, known)
 
     def add(self, ch: Chunk) -> None:
         """Keep one chunk (chunks in trace order, from a pass that read :data:`COLUMNS`); a column the chunk has
@@ -163,7 +170,7 @@ class EventStore:
     def _fit(self, name: str, src: np.ndarray) -> np.ndarray:
         """The column ``name``, widened first (for good) if ``src`` holds a value its narrow type cannot."""
         col = self.cols[name]
-        if len(src) and name in WIDE and not np.can_cast(src.dtype, col.dtype, "safe"):
+        if len(src) and name in WIDE and name not in self.known and not np.can_cast(src.dtype, col.dtype, "safe"):
             lo, hi = lohi(src)
             info = np.iinfo(col.dtype)
             if not info.min <= lo <= hi <= info.max:  # the statistics were wrong: wide from now on
