@@ -548,7 +548,7 @@ def test_per_event_kernels_run_without_the_nrt():
                placement._placement_chunk, prepass._last_alloc, buddy_init._first_events_chunk, B.run_ops,
                arrowcols._fill_valid, arrowcols._bool_bits, arrowcols._lookup, arrowcols._scan_hex,
                arrowcols._find_hex, arrowcols._find_n, arrowcols._digits, arrowcols._same, arrowcols._scan_probes, arrowcols._true_bit, buddy_init._page_count,
-               faithful_rows.chunk_rows, faithful_rows.classify_rows, store._lohi, store.ranges, store.pack_flags, store.unpack_flags]
+               faithful_rows.chunk_rows, faithful_rows.classify_rows, store._lohi, store.lohi, store.pack_flags, store.unpack_flags]
     if not hasattr(sim_kernel.sim_chunk, "targetoptions"):
         pytest.skip("NUMBA_DISABLE_JIT: plain Python functions")
     assert [k.__name__ for k in kernels if k.targetoptions.get("_nrt") is not False] == []
