@@ -106,7 +106,9 @@ def prepass(trace, amap: A.AddressMap, rows: int, scan: Any = None,
         keep = vf | (kind == K_CPA) | np.isin(pid, np.array(list(open_run) + pid[vf].tolist(), np.int64))
         probe, kind, pid, pfns = probe[keep], kind[keep].tolist(), pid[keep].tolist(), pfns[keep].tolist()
         vf = vf[keep].tolist()
-        addrs = ch.addr[probe].tolist()
+        addrs = ch.addr[probe]
+        in_module = (amap.classify_many(addrs) == A.WHERE.index(A.MODULE)).tolist()
+        addrs = addrs.tolist()
         npages = ch.npages[probe].tolist()
         for k, j in enumerate(probe.tolist()):
             g, p = ch.start + j, pid[k]
@@ -117,7 +119,7 @@ def prepass(trace, amap: A.AddressMap, rows: int, scan: Any = None,
                 open_run[p][1].append(pfns[k])
                 continue
             open_run.pop(p, None)
-            if kind[k] == K_CPA and amap.classify(addrs[k]) == A.MODULE:
+            if kind[k] == K_CPA and in_module[k]:
                 calls.append((g, p, addrs[k], npages[k]))
                 call_args[g] = (addrs[k], npages[k])
     binding = bind_areas(calls, [(g, np.array(p)) for g, p in runs])
