@@ -86,6 +86,13 @@ def _signed(a: np.ndarray) -> np.ndarray:
     return a.view(a.dtype.str.replace("u", "i")) if a.dtype.kind == "u" else a
 
 
+def _array(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One Arrow array (a table's column may come in chunks)."""
+    if isinstance(arr, pa.ChunkedArray):
+        return arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
+    return arr
+
+
 def _u8(buf: pa.Buffer | None) -> np.ndarray:
     return np.zeros(1, np.uint8) if buf is None else np.frombuffer(buf, np.uint8)
 
@@ -94,8 +101,7 @@ def _fill(arr: pa.Array, value, dtype, *, writable: bool = False, out: np.ndarra
     """The column as numpy with nulls as ``value``: booleans and columns with nulls in one jitted pass over
     the Arrow buffers; others as they are (zero-copy) unless the caller writes to them or the type differs.
     ``out``: an array of the column's length and ``dtype`` to convert into where a conversion is needed."""
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
+    arr = _array(arr)
     t, n = arr.type, len(arr)
     if pa.types.is_boolean(t) and value is False:
         valid, data = arr.buffers()[:2]
@@ -121,8 +127,7 @@ def _fill(arr: pa.Array, value, dtype, *, writable: bool = False, out: np.ndarra
 def arrow_values(arr: pa.Array, value, dtype) -> np.ndarray:
     """An integer column's values as numpy, read-only: a view of the Arrow buffer in its own type when it has no
     nulls (format 2's dense columns), else :func:`_fill` into ``dtype``."""
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
+    arr = _array(arr)
     if arr.null_count or not pa.types.is_integer(arr.type):
         return _fill(arr, value, dtype)
     n = len(arr)
@@ -131,8 +136,7 @@ def arrow_values(arr: pa.Array, value, dtype) -> np.ndarray:
 
 def _fill_reference(arr: pa.Array, value, dtype, *, writable: bool = False) -> np.ndarray:
     """:func:`_fill` through Arrow's and numpy's own functions (its differential tests' reference)."""
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
+    arr = _array(arr)
     t, n = arr.type, len(arr)
     if pa.types.is_boolean(t) and value is False:
         valid, data = arr.buffers()[:2]
@@ -229,8 +233,7 @@ def _scan_hex(offsets, data, valid, has_valid, offset, key, hexv, word, out):
 def _hex_arg(fields: pa.Array, name: str) -> np.ndarray:
     """The ``name=0x...`` argument of each row as uint64 (0 where absent): the first match of
     ``\\bname=0x([0-9a-fA-F]+)``, in one jitted pass over the string buffers."""
-    if isinstance(fields, pa.ChunkedArray):
-        fields = fields.combine_chunks()
+    fields = _array(fields)
     n = len(fields)
     valid, offs, data = fields.buffers()[:3]
     otype = np.int64 if pa.types.is_large_string(fields.type) else np.int32
@@ -252,8 +255,7 @@ def _hex_arg_reference(fields: pa.Array, name: str) -> np.ndarray:
         return np.array([int(x, 16) if x else 0 for x in v.to_pylist()], dtype=np.uint64)
     # every value as 16 hex digits, then digit by digit
     v = pc.utf8_lpad(pc.fill_null(v, "0"), width=16, padding="0")
-    if isinstance(v, pa.ChunkedArray):  # a table's column
-        v = v.combine_chunks()
+    v = _array(v)  # a table's column
     otype = np.int64 if pa.types.is_large_string(v.type) else np.int32
     offsets = np.frombuffer(v.buffers()[1], otype, count=v.offset + len(v) + 1)[v.offset:]
     digits = np.frombuffer(v.buffers()[2], np.uint8)[offsets[0]: offsets[0] + 16 * len(v)].reshape(-1, 16)
@@ -344,8 +346,7 @@ def _scan_probes(offsets, data, valid, has_valid, offset, rows, names, name_offs
 def probe_fields(fields: pa.Array, rows: np.ndarray, probed: list[str], ndm: int):
     """:func:`_scan_probes` of an Arrow string array at ``rows``: (code, arg, npages) arrays, or None when
     a value is too long for the jitted scan."""
-    if isinstance(fields, pa.ChunkedArray):
-        fields = fields.combine_chunks()
+    fields = _array(fields)
     valid, offs, data = fields.buffers()[:3]
     n = len(fields)
     otype = np.int64 if pa.types.is_large_string(fields.type) else np.int32

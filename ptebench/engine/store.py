@@ -32,9 +32,9 @@ NARROW = {"cpu": (np.int32, np.int16), "pid": (np.int32, np.int16), "pfn": (np.i
           "stack": (np.int32, np.int16)}
 #: the columns that may go wide, and their wide type
 WIDE = {**{k: w for k, (w, _) in NARROW.items()}, "gfp": np.uint64}
-#: Parquet column -> (its Chunk field, the type a chunk has it in) for :meth:`EventStore.put`
-PUT = {"cpu": ("cpu", np.int32), "pid": ("pid", np.int32), "pfn": ("pfn", np.int64), "stack_id": ("stack", np.int32),
-       "gfp_mask": ("gfp", np.uint64), "order": ("order", np.int8), "migratetype": ("mt", np.int8)}
+#: Parquet column -> its Chunk field, for the integer columns the store keeps (:meth:`EventStore.put`)
+PUT = {"cpu": "cpu", "pid": "pid", "pfn": "pfn", "stack_id": "stack", "gfp_mask": "gfp", "order": "order",
+       "migratetype": "mt"}
 I16, I32 = np.iinfo(np.int16), np.iinfo(np.int32)
 
 
@@ -114,7 +114,7 @@ class EventStore:
         ingest`` writes them for these columns since format 2): :meth:`add` and :meth:`put` check the values
         and widen a column that proves too wide, unless every row group's statistics bound the column."""
         md = trace._file.metadata
-        names = {"cpu": "cpu", "pid": "pid", "pfn": "pfn", "stack": "stack_id", "gfp": "gfp_mask"}
+        names = {field: col for col, field in PUT.items() if field in WIDE}
         limits = {"cpu": I16, "pid": I16, "pfn": I32, "stack": I16}
         narrow = {}
         known = set()
@@ -156,13 +156,14 @@ class EventStore:
         pack_flags(ch.failed, ch.percpu_refill, ch.fragmenting, ch.change_ownership, cols["flags"][a:b])
         self.bounds.append((a, n))
 
-    def put(self, column: str, arr, value, start: int) -> np.ndarray:
+    def put(self, column: str, arr, value, dtype, start: int) -> np.ndarray:
         """The rows ``start...`` of a stored column (Parquet name, :data:`PUT`) written from the chunk's Arrow
-        array ``arr`` (nulls as ``value``), and returned as the chunk's own array: the first pass's chunks take
+        array ``arr`` (nulls as ``value``, into ``dtype`` first where there are any), and returned as the
+        chunk's own array: the first pass's chunks take
         their integer columns straight from the file's buffers into the store (one copy, not two: the conversions
         and the store of mixed_small tiled to 10 M events, 0.080 -> 0.071 CPU-s, best of 6)."""
-        name, wide = PUT[column]
-        src = arrow_values(arr, value, wide)
+        name = PUT[column]
+        src = arrow_values(arr, value, dtype)
         dst = self._fit(name, src)[start: start + len(src)]
         np.copyto(dst, src, casting="unsafe")  # values checked to fit
         return dst

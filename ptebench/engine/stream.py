@@ -274,7 +274,7 @@ def chunk_from_batch(batch: pa.RecordBatch | pa.Table, start: int, kprobes: Kpro
 
     def col(name: str, writable: bool = False) -> np.ndarray:
         if store is not None and name in store.PUT and name in batch.schema.names:
-            return store.put(name, batch.column(name), _DEFAULTS[name][0], start)
+            return store.put(name, batch.column(name), *_DEFAULTS[name], start)
         return _col(batch, name, writable=writable, scratch=scratch)
     return Chunk(
         start=start, kind=kind, api=api, ts=col("ts_ns"), cpu=col("cpu"), pid=col("pid"), line=col("line"),
