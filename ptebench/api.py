@@ -39,8 +39,8 @@ ROW_GROUP_ROWS = 1 << 20
 open_chunks = ChunkReader  # tests give it a smaller chunk size
 #: LZ4 (Parquet's LZ4_RAW); dictionaries only where they pay (the dictionary columns, gfp masks, pids),
 #: delta-coded time, sequence, line and CPU numbers, byte-split pfns and migratetypes, statistics on the
-#: sort key and on the columns the replay keeps narrow when they fit (``engine/store.py``), version 2 data pages (levels stay uncompressed): about 40% less CPU than the writer's
-#: defaults, for a smaller file.  LZ4 rather than zstd: measured on a 10 M-event trace, 15 % less CPU
+#: sort key and on the columns the replay keeps narrow when they fit (``engine/store.py``), version 2 data
+#: pages (levels stay uncompressed): about 40% less CPU than the writer's defaults, for a smaller file.  LZ4 rather than zstd: measured on a 10 M-event trace, 15 % less CPU
 #: to write and 20 % less to decode the replay's columns (25 vs 31 ns an event), for a file 37 % larger
 PARQUET_OPTIONS: dict[str, Any] = {
     "compression": "lz4",

@@ -50,6 +50,7 @@ DENSE: dict[str, int | bool] = {
     "percpu_refill": False, "fragmenting": False, "change_ownership": False, "failed": False, "stack_id": -1,
 }
 ABSENT = "absent"  # uint16: bit i set where DENSE's i-th column is null
+_BIT = {name: np.uint16(i) for i, name in enumerate(DENSE)}
 #: the schema on disk (format 2): the DENSE columns required, and ``absent``
 DISK_SCHEMA = pa.schema([f.with_nullable(False) if f.name in DENSE else f for f in SCHEMA]
                         + [pa.field(ABSENT, pa.uint16(), nullable=False)])
@@ -82,7 +83,7 @@ def to_disk(batch: pa.RecordBatch) -> pa.RecordBatch:
     for f in SCHEMA:
         col = batch.column(f.name)
         if f.name in DENSE and col.null_count:
-            absent |= (~_valid_bits(col)).astype(np.uint16) << np.uint16(list(DENSE).index(f.name))
+            absent |= (~_valid_bits(col)).astype(np.uint16) << _BIT[f.name]
             col = pc.fill_null(col, pa.scalar(DENSE[f.name], f.type))
         cols.append(col)
     cols.append(pa.array(absent, pa.uint16()))
@@ -180,10 +181,7 @@ class Finisher:
         off = gfp.offset
         codes = np.frombuffer(gfp.buffers()[1], dtype=np.int32, count=off + n)[off:]
         codes = np.clip(codes, 0, len(self._mask_values) - 1)
-        valid = self._mask_valid[codes]
-        if gfp.null_count:
-            bits = np.frombuffer(gfp.buffers()[0], dtype=np.uint8, count=(off + n + 7) // 8)
-            valid &= np.unpackbits(bits, bitorder="little", count=off + n)[off:].view(np.bool_)
+        valid = self._mask_valid[codes] & _valid_bits(gfp)
         return arrow_array(pa.uint64(), self._mask_values[codes], valid)
 
     def finish(self, batch: pa.RecordBatch) -> pa.RecordBatch:
